@@ -1,0 +1,3 @@
+from ddkernels.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""Triton kernels of the multi-scale pooling MSE.
+
+    loss = sum_s w_s * mean_b p_sb^2,  p_sb = mean of d = input - target over block b (s steps along time)
+    grad_t = sum_s c_s * p_{s, t // s},  c_s = 2 w_s / (count_s * s)   (0 in a dropped remainder)
+One pass: each program walks tiles of [ROWS, BLOCK_I] (time x inner columns) of d, ROWS a multiple of every
+scale so no block crosses a tile; per scale a segmented scan gives each block's sum, gathered back to its
+steps. Partial sums of p^2 go to a [programs, 8] buffer that a second, single-program kernel reduces.
+"""
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ddkernels._backend import accumulate_dtype
+from ddkernels.ops._common import as_3d
+
+MAX_SCALES = 8
+MAX_TILE_ROWS = 16384
+
+
+@triton.jit
+def _segment_sum(a_value, a_start, b_value, b_start):
+    return tl.where(b_start, b_value, a_value + b_value), a_start | b_start
+
+
+@triton.jit
+def _block_means(d, r, S: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_I: tl.constexpr):
+    """Each step's block mean for blocks of S steps aligned to local row 0."""
+    if S == 1:
+        return d
+    starts = tl.broadcast_to((r % S) == 0, (BLOCK_T, BLOCK_I))
+    sums, _ = tl.associative_scan((d, starts), 0, _segment_sum)
+    ends = tl.broadcast_to(tl.minimum((r // S) * S + S - 1, BLOCK_T - 1), (BLOCK_T, BLOCK_I))
+    return tl.gather(sums, ends, 0) / S
+
+
+@triton.jit
+def _scale_term(d, r, t, valid, length, grad, acc, coef, S: tl.constexpr, BLOCK_T: tl.constexpr,
+                BLOCK_I: tl.constexpr):
+    pooled = _block_means(d, r, S, BLOCK_T, BLOCK_I)
+    pooled = tl.where(valid & (t < (length // S) * S), pooled, 0.0)
+    return grad + coef * pooled, acc + tl.sum(pooled * pooled) / S
+
+
+@triton.jit
+def _multiscale_mse_fwd_kernel(
+    x_ptr, y_ptr, grad_ptr, partial_ptr,
+    length, inner, x_so, x_st, x_si, y_so, y_st, y_si,
+    n_col_blocks, n_splits, tiles_per_split, n_tiles,
+    c0, c1, c2, c3, c4, c5, c6, c7,
+    S0: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr, S3: tl.constexpr,
+    S4: tl.constexpr, S5: tl.constexpr, S6: tl.constexpr, S7: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_I: tl.constexpr, COMPUTE_GRAD: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    split = pid % n_splits
+    rest = pid // n_splits
+    col_block = rest % n_col_blocks
+    o = (rest // n_col_blocks).to(tl.int64)
+    r = tl.arange(0, BLOCK_T)[:, None]
+    i = col_block * BLOCK_I + tl.arange(0, BLOCK_I)[None, :]
+    col_ok = i < inner
+    x_base = x_ptr + o * x_so + i.to(tl.int64) * x_si
+    y_base = y_ptr + o * y_so + i.to(tl.int64) * y_si
+    g_base = grad_ptr + o * length * inner + i
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    a4 = 0.0
+    a5 = 0.0
+    a6 = 0.0
+    a7 = 0.0
+    tile_begin = split * tiles_per_split
+    tile_end = tl.minimum(tile_begin + tiles_per_split, n_tiles)
+    for tile in range(tile_begin, tile_end):
+        t = tile * ROWS + r
+        valid = (r < ROWS) & (t < length) & col_ok
+        t64 = t.to(tl.int64)
+        xv = tl.load(x_base + t64 * x_st, mask=valid, other=0.0).to(tl.float32)
+        yv = tl.load(y_base + t64 * y_st, mask=valid, other=0.0).to(tl.float32)
+        d = xv - yv
+        g = tl.zeros([BLOCK_T, BLOCK_I], dtype=tl.float32)
+        g, a0 = _scale_term(d, r, t, valid, length, g, a0, c0, S0, BLOCK_T, BLOCK_I)
+        if S1 > 0:
+            g, a1 = _scale_term(d, r, t, valid, length, g, a1, c1, S1, BLOCK_T, BLOCK_I)
+        if S2 > 0:
+            g, a2 = _scale_term(d, r, t, valid, length, g, a2, c2, S2, BLOCK_T, BLOCK_I)
+        if S3 > 0:
+            g, a3 = _scale_term(d, r, t, valid, length, g, a3, c3, S3, BLOCK_T, BLOCK_I)
+        if S4 > 0:
+            g, a4 = _scale_term(d, r, t, valid, length, g, a4, c4, S4, BLOCK_T, BLOCK_I)
+        if S5 > 0:
+            g, a5 = _scale_term(d, r, t, valid, length, g, a5, c5, S5, BLOCK_T, BLOCK_I)
+        if S6 > 0:
+            g, a6 = _scale_term(d, r, t, valid, length, g, a6, c6, S6, BLOCK_T, BLOCK_I)
+        if S7 > 0:
+            g, a7 = _scale_term(d, r, t, valid, length, g, a7, c7, S7, BLOCK_T, BLOCK_I)
+        if COMPUTE_GRAD:
+            tl.store(g_base + t64 * inner, g.to(grad_ptr.dtype.element_ty), mask=valid)
+    out = partial_ptr + pid.to(tl.int64) * 8
+    tl.store(out + 0, a0)
+    tl.store(out + 1, a1)
+    tl.store(out + 2, a2)
+    tl.store(out + 3, a3)
+    tl.store(out + 4, a4)
+    tl.store(out + 5, a5)
+    tl.store(out + 6, a6)
+    tl.store(out + 7, a7)
+
+
+@triton.jit
+def _multiscale_mse_reduce_kernel(partial_ptr, inv_count_ptr, weight_ptr, per_scale_ptr, loss_ptr, n_programs,
+                                  NUM_SCALES: tl.constexpr, BLOCK_P: tl.constexpr):
+    k = tl.arange(0, 8)
+    total = tl.zeros([8], dtype=tl.float32)
+    for start in range(0, n_programs, BLOCK_P):
+        p = start + tl.arange(0, BLOCK_P)
+        block = tl.load(partial_ptr + p[:, None] * 8 + k[None, :], mask=p[:, None] < n_programs, other=0.0)
+        total += tl.sum(block, axis=0)
+    used = k < NUM_SCALES
+    per_scale = total * tl.load(inv_count_ptr + k, mask=used, other=0.0)
+    tl.store(per_scale_ptr + k, per_scale.to(per_scale_ptr.dtype.element_ty), mask=used)
+    loss = tl.sum(per_scale * tl.load(weight_ptr + k, mask=used, other=0.0))
+    tl.store(loss_ptr, loss.to(loss_ptr.dtype.element_ty))
+
+
+def _tile_shape(length, inner, scales):
+    """(ROWS, BLOCK_T, BLOCK_I): ROWS steps per tile, a multiple of every scale (or the whole length)."""
+    period = math.lcm(*scales)
+    block_i = min(triton.next_power_of_2(inner), 64)
+    if period >= length:
+        rows = length
+    else:
+        target = max(triton.next_power_of_2(period), min(1024, triton.next_power_of_2(max(4096 // block_i, 1))))
+        target = min(target, triton.next_power_of_2(length))
+        rows = max(target // period, 1) * period
+    if rows > MAX_TILE_ROWS:
+        raise ValueError(f"scales: the triton backend needs lcm(scales) = {period} or the length ({length}) to be "
+                         f"at most {MAX_TILE_ROWS}; use the cpu or reference backend")
+    block_t = triton.next_power_of_2(rows)
+    block_i = max(1, min(block_i, triton.next_power_of_2(max(16384 // block_t, 1))))
+    return rows, block_t, block_i
+
+
+def _program_grid(outer, n_col_blocks, n_tiles, device):
+    """Split time across programs when outer x column blocks alone leaves the GPU under-filled."""
+    if device.type == "cuda":
+        target = 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    else:
+        target = 1
+    n_splits = max(1, min(n_tiles, target // max(outer * n_col_blocks, 1)))
+    tiles_per_split = triton.cdiv(n_tiles, n_splits)
+    n_splits = triton.cdiv(n_tiles, tiles_per_split)
+    return n_splits, tiles_per_split
+
+
+def multiscale_mse_forward(input, target, dim, scales, weights, compute_grad):
+    """(loss, per_scale_mse, grad_input) of the multi-scale MSE, grad_input empty when not computed."""
+    x, y = as_3d(input, dim), as_3d(target, dim)
+    outer, length, inner = x.shape
+    rows, block_t, block_i = _tile_shape(length, inner, scales)
+    n_col_blocks = triton.cdiv(inner, block_i)
+    n_tiles = triton.cdiv(length, rows)
+    n_splits, tiles_per_split = _program_grid(outer, n_col_blocks, n_tiles, input.device)
+    n_programs = outer * n_col_blocks * n_splits
+    counts = [outer * inner * (length // s) for s in scales]
+    coefs = [2.0 * w / (c * s) for w, c, s in zip(weights, counts, scales)]
+    padded_scales = list(scales) + [0] * (MAX_SCALES - len(scales))
+    padded_coefs = coefs + [0.0] * (MAX_SCALES - len(scales))
+    grad = torch.empty(input.shape, dtype=input.dtype, device=input.device) if compute_grad else input.new_empty(0)
+    partial = torch.empty((n_programs, 8), dtype=torch.float32, device=input.device)
+    _multiscale_mse_fwd_kernel[(n_programs,)](
+        x, y, grad if compute_grad else x, partial,
+        length, inner, *x.stride(), *y.stride(),
+        n_col_blocks, n_splits, tiles_per_split, n_tiles,
+        *padded_coefs, *padded_scales,
+        ROWS=rows, BLOCK_T=block_t, BLOCK_I=block_i, COMPUTE_GRAD=compute_grad,
+        num_warps=4 if block_t * block_i <= 4096 else 8,
+    )
+    acc = accumulate_dtype(input.dtype)
+    constants = torch.tensor([[1.0 / c for c in counts] + [0.0] * (8 - len(scales)),
+                              list(weights) + [0.0] * (8 - len(scales))], dtype=torch.float32)
+    constants = constants.to(input.device, non_blocking=True)
+    per_scale = torch.empty(len(scales), dtype=acc, device=input.device)
+    loss = torch.empty((), dtype=acc, device=input.device)
+    _multiscale_mse_reduce_kernel[(1,)](partial, constants[0], constants[1], per_scale, loss, n_programs,
+                                        NUM_SCALES=len(scales), BLOCK_P=128)
+    return loss, per_scale, grad

@@ -1,0 +1,33 @@
+"""Helpers shared by the op files: 3-d views in the tensor's own layout and the upstream-gradient scaling."""
+import math
+
+import torch
+
+DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+
+
+def as_3d(x, dim):
+    """View x as [outer, len, inner] around ``dim`` without copying when the strides allow it; copy otherwise."""
+    outer = math.prod(x.shape[:dim])
+    inner = math.prod(x.shape[dim + 1:])
+    shape = (outer, x.shape[dim], inner)
+    try:
+        return x.view(shape)
+    except RuntimeError:
+        return x.reshape(shape)
+
+
+def _capturing(device):
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def scale_gradient(grad, grad_output):
+    """grad * grad_output for a gradient computed in the forward pass.
+
+    When the upstream gradient is exactly 1 (the loss is the last node), the saved gradient is
+    returned as it is; finding that out costs a device sync on CUDA, so it is skipped under
+    torch.compile and CUDA-graph capture, where the product is always taken.
+    """
+    if not torch.compiler.is_compiling() and not _capturing(grad.device) and bool(grad_output == 1):
+        return grad
+    return grad * grad_output.to(grad.dtype)

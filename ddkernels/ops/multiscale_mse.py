@@ -1,0 +1,90 @@
+"""Multi-scale pooling MSE (TimeDistill's multi-scale temporal distillation term).
+
+    loss = sum_s w_s * mean_b (p_sb)^2,   p_sb = mean of (input - target) over block b of s steps along dim
+    dloss/dinput_t = sum_s 2 w_s / (count_s * s) * p_{s, t // s}   (steps in a dropped remainder get 0),
+    dloss/dtarget = -dloss/dinput. The gradient is computed in the forward pass and scaled in backward.
+"""
+from typing import List, Tuple
+
+import torch
+from torch import Tensor
+
+from ddkernels import reference
+from ddkernels._backend import accumulate_dtype, cpu_extension, resolve
+from ddkernels._validation import check_length, check_pair, check_scales, check_weights, normalize_dim
+from ddkernels.ops._common import DTYPE_CODES, as_3d, scale_gradient
+
+KERNELS = ("triton", "cpu")
+
+
+def multiscale_mse_loss(input, target, dim=1, scales=(1, 2, 4, 8), weights=None):
+    """Sum over scales s of w_s * MSE between average-pooled (kernel = stride = s) input and target along ``dim``.
+
+    Args:
+        input, target: floating tensors of one shape, time along ``dim`` (typically [B, T, C]).
+        dim: the time axis.
+        scales: 1 to 8 distinct positive ints; a trailing remainder of T % s steps is dropped per scale.
+        weights: one weight per scale (floats or a 1-d tensor, differentiable); default 1/len(scales) each.
+
+    Returns a 0-d tensor (float32 for half inputs). NaN or inf in the data propagate into the loss and gradient.
+    """
+    input, target = check_pair("input", input, "target", target)
+    dim = normalize_dim(dim, input.ndim)
+    scales = check_scales(scales)
+    weights = check_weights(weights, len(scales))
+    check_length("input", input.shape[dim], max(scales), f"multiscale_mse_loss with scales up to {max(scales)}")
+    backend = resolve("multiscale_mse_loss", input.device, KERNELS)
+    if backend == "reference":
+        return reference.multiscale_mse_loss(input, target, dim, scales, weights)
+    weight_tensor = weights if isinstance(weights, Tensor) else None
+    weight_values = weights if weight_tensor is None else tuple(weight_tensor.detach().tolist())
+    compute_grad = torch.is_grad_enabled() and (input.requires_grad or target.requires_grad)
+    loss, per_scale, _ = torch.ops.ddkernels.multiscale_mse(
+        input, target, dim, list(scales), list(weight_values), backend, compute_grad)
+    if weight_tensor is not None and weight_tensor.requires_grad:
+        loss = loss + ((weight_tensor - weight_tensor.detach()) * per_scale).sum().to(loss.dtype)
+    return loss
+
+
+def _cpu_forward(input, target, dim, scales, weights, compute_grad):
+    x, y = as_3d(input, dim), as_3d(target, dim)
+    grad = torch.empty(input.shape, dtype=input.dtype) if compute_grad else input.new_empty(0)
+    loss, per_scale = cpu_extension().multiscale_mse(
+        x.data_ptr(), y.data_ptr(), grad.data_ptr() if compute_grad else 0, DTYPE_CODES[input.dtype],
+        list(x.shape), list(x.stride()), list(y.stride()), scales, weights, torch.get_num_threads())
+    acc = accumulate_dtype(input.dtype)
+    return torch.tensor(loss, dtype=acc), torch.tensor(per_scale, dtype=acc), grad
+
+
+@torch.library.custom_op("ddkernels::multiscale_mse", mutates_args=())
+def _multiscale_mse_op(input: Tensor, target: Tensor, dim: int, scales: List[int], weights: List[float],
+                       backend: str, compute_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    if backend == "triton":
+        from ddkernels.kernels.multiscale_mse import multiscale_mse_forward
+        return multiscale_mse_forward(input, target, dim, scales, weights, compute_grad)
+    if backend == "cpu":
+        return _cpu_forward(input, target, dim, scales, weights, compute_grad)
+    raise ValueError(f"ddkernels::multiscale_mse: backend must be 'triton' or 'cpu', got {backend!r}")
+
+
+@_multiscale_mse_op.register_fake
+def _(input, target, dim, scales, weights, backend, compute_grad):
+    acc = accumulate_dtype(input.dtype)
+    grad = torch.empty(input.shape, dtype=input.dtype, device=input.device) if compute_grad else input.new_empty(0)
+    return input.new_empty((), dtype=acc), input.new_empty((len(scales),), dtype=acc), grad
+
+
+def _setup_context(ctx, inputs, output):
+    _, per_scale, grad = output
+    ctx.mark_non_differentiable(per_scale, grad)
+    ctx.save_for_backward(grad)
+
+
+def _backward(ctx, grad_loss, grad_per_scale, grad_grad):
+    (grad,) = ctx.saved_tensors
+    grad_input = scale_gradient(grad, grad_loss)
+    grad_target = -grad_input if ctx.needs_input_grad[1] else None
+    return grad_input if ctx.needs_input_grad[0] else None, grad_target, None, None, None, None, None
+
+
+_multiscale_mse_op.register_autograd(_backward, setup_context=_setup_context)

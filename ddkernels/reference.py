@@ -1,0 +1,66 @@
+"""Pure-PyTorch reference implementations: the oracle for tests and the ``reference`` backend.
+
+Written as research code writes them (eager op chains; the naive [S, S, L] form
+of the pairwise term). Arguments are assumed valid: the public ops check them.
+float16 and bfloat16 inputs are computed in float32, as the kernels do.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def _upcast(x):
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def spectral_l1_loss(input, target, dim=1, mode="complex", norm="backward"):
+    """mean |rfft(input) - rfft(target)| ("complex") or mean ||rfft(input)| - |rfft(target)|| ("amplitude")."""
+    fi = torch.fft.rfft(_upcast(input), dim=dim, norm=norm)
+    ft = torch.fft.rfft(_upcast(target), dim=dim, norm=norm)
+    if mode == "complex":
+        return (fi - ft).abs().mean()
+    return (fi.abs() - ft.abs()).abs().mean()
+
+
+def _spectrum_log_softmax(x, dim, tau):
+    n = x.shape[dim]
+    amplitude = torch.fft.rfft(_upcast(x), dim=dim).abs().narrow(dim, 1, n // 2)
+    return torch.log_softmax(amplitude / tau, dim=dim)
+
+
+def spectral_kl_loss(student, teacher, dim=1, tau=0.5):
+    """KL(softmax(|rfft(teacher)|/tau) || softmax(|rfft(student)|/tau)) over bins 1..T//2, kl_div 'mean' scaling."""
+    log_q = _spectrum_log_softmax(student, dim, tau)
+    log_p = _spectrum_log_softmax(teacher, dim, tau)
+    return F.kl_div(log_q, log_p, reduction="mean", log_target=True)
+
+
+def pairwise_skl_matrix(x, tau=1.0):
+    """D[i, j] = sum_k (p_ik - p_jk)(log p_ik - log p_jk), p_i = softmax(x_i / tau) over the flattened sample."""
+    logp = torch.log_softmax(_upcast(x).flatten(1) / tau, dim=1)
+    p = logp.exp()
+    return ((p[:, None, :] - p[None, :, :]) * (logp[:, None, :] - logp[None, :, :])).sum(-1)
+
+
+def pairwise_skl_diversity(x, tau=1.0):
+    """Mean over ordered pairs i != j of exp(-D_ij)."""
+    s = x.shape[0]
+    d = pairwise_skl_matrix(x, tau)
+    off_diagonal = ~torch.eye(s, dtype=torch.bool, device=x.device)
+    return torch.exp(-d)[off_diagonal].mean()
+
+
+def _average_pool(x, dim, scale):
+    x = x.movedim(dim, -1)
+    blocks = x.shape[-1] // scale
+    return x[..., : blocks * scale].reshape(*x.shape[:-1], blocks, scale).mean(-1)
+
+
+def multiscale_mse_loss(input, target, dim=1, scales=(1, 2, 4, 8), weights=None):
+    """sum_s w_s * mean((avgpool_s(input) - avgpool_s(target))^2), pooling with kernel = stride = s along dim."""
+    input, target = _upcast(input), _upcast(target)
+    if weights is None:
+        weights = [1.0 / len(scales)] * len(scales)
+    loss = 0
+    for scale, weight in zip(scales, weights):
+        loss = loss + weight * F.mse_loss(_average_pool(input, dim, scale), _average_pool(target, dim, scale))
+    return loss

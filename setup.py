@@ -1,0 +1,17 @@
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
+from setuptools import setup
+
+ParallelCompile("DDKERNELS_BUILD_JOBS", default=0).install()
+
+ext_modules = [
+    Pybind11Extension(
+        "ddkernels._C",
+        sorted(["csrc/bindings.cpp", "csrc/multiscale_mse.cpp"]),
+        include_dirs=["csrc"],
+        cxx_std=17,
+        extra_compile_args=["-O3", "-fopenmp"],
+        extra_link_args=["-fopenmp"],
+    ),
+]
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": build_ext})
