@@ -2,6 +2,7 @@
 import math
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
 
@@ -17,8 +18,11 @@ def as_3d(x, dim):
         return x.reshape(shape)
 
 
-def _capturing(device):
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+def _plain_eager(t):
+    """True outside torch.compile, tracing (fake, proxy, functional modes) and CUDA-graph capture."""
+    if torch.compiler.is_compiling() or type(t) is not torch.Tensor or _get_current_dispatch_mode() is not None:
+        return False
+    return not (t.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
 
 
 def scale_gradient(grad, grad_output):
@@ -26,8 +30,8 @@ def scale_gradient(grad, grad_output):
 
     When the upstream gradient is exactly 1 (the loss is the last node), the saved gradient is
     returned as it is; finding that out costs a device sync on CUDA, so it is skipped under
-    torch.compile and CUDA-graph capture, where the product is always taken.
+    torch.compile, tracing and CUDA-graph capture, where the product is always taken.
     """
-    if not torch.compiler.is_compiling() and not _capturing(grad.device) and bool(grad_output == 1):
+    if _plain_eager(grad_output) and bool(grad_output == 1):
         return grad
     return grad * grad_output.to(grad.dtype)

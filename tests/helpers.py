@@ -1,0 +1,33 @@
+"""Shared test helpers: which backends run here, where their tensors live, and error measures."""
+import importlib.util
+import os
+
+import torch
+
+from ddkernels import _backend
+
+TRITON = importlib.util.find_spec("triton") is not None and (
+    torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1")
+INTERPRETED = not torch.cuda.is_available()
+
+
+def kernel_backends(kernels):
+    """The kernel backends of an op that can run on this machine (the CPU one must: it is built by the install)."""
+    assert _backend.cpu_extension() is not None, "ddkernels._C must be built for the tests"
+    backends = [b for b in kernels if b == "cpu" or (b == "triton" and TRITON)]
+    return backends
+
+
+def device_of(backend):
+    return torch.device("cuda") if backend == "triton" and torch.cuda.is_available() else torch.device("cpu")
+
+
+def rel_error(value, ref):
+    value, ref = value.detach().double().cpu(), ref.detach().double().cpu()
+    assert torch.isfinite(value).all(), "result holds NaN or inf"
+    return float((value - ref).norm() / ref.norm().clamp_min(1e-300))
+
+
+def randn(shape, dtype, device, seed=None):
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)

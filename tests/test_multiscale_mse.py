@@ -1,0 +1,210 @@
+"""multiscale_mse_loss kernels (C++ and Triton) against the float64 reference: values and gradients."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ddkernels
+from ddkernels import reference
+from ddkernels.ops import multiscale_mse
+from helpers import INTERPRETED, device_of, kernel_backends, randn, rel_error
+
+BACKENDS = kernel_backends(multiscale_mse.KERNELS)
+
+# (shape, dim, scales): a normal one and deliberately odd ones.
+CASES = [
+    ((4, 96, 7), 1, (1, 2, 4, 8)),
+    ((3, 37, 5), 1, (1, 2, 4, 8)),          # T a multiple of none of the scales but 1
+    ((2, 8, 3), 1, (1, 2, 4, 8)),           # T equal to the largest scale
+    ((1, 11, 1), 1, (3,)),                  # single batch, single channel, one scale
+    ((13, 5), 0, (2, 5, 7)),                # non-nesting scales, dim 0
+    ((3, 7, 29), -1, (1, 3, 4, 6, 29)),     # time innermost, scale equal to T
+    ((2, 3, 19, 2), 2, (8, 1, 5)),          # 4-d, unsorted scales
+    ((17, 2), 0, (1, 2)),                   # length along a leading dim, shortest channels
+]
+TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-12, 1e-12)}
+
+
+def _reference_loss_and_grads(x, y, dim, scales, weights, upstream):
+    x64 = x.detach().double().requires_grad_()
+    y64 = y.detach().double().requires_grad_()
+    loss = reference.multiscale_mse_loss(x64, y64, dim, scales, weights)
+    gx, gy = torch.autograd.grad(loss * upstream, (x64, y64))
+    return loss, gx, gy
+
+
+def _check(backend, x, y, dim, scales, weights=None, upstream=1.7, dtype=torch.float32):
+    x, y = x.detach().requires_grad_(), y.detach().requires_grad_()
+    with ddkernels.use_backend(backend):
+        loss = ddkernels.multiscale_mse_loss(x, y, dim=dim, scales=scales, weights=weights)
+    gx, gy = torch.autograd.grad(loss * upstream, (x, y))
+    ref, rx, ry = _reference_loss_and_grads(x, y, dim, scales, weights, upstream)
+    loss_tol, grad_tol = TOLERANCE[dtype]
+    if backend == "triton":  # Triton accumulates in float32 for every dtype
+        loss_tol, grad_tol = TOLERANCE[torch.float32]
+    assert loss.shape == ()
+    assert gx.dtype == x.dtype and gy.dtype == y.dtype and gx.shape == x.shape
+    assert rel_error(loss, ref) < loss_tol
+    assert rel_error(gx, rx) < grad_tol
+    assert rel_error(gy, ry) < grad_tol
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape,dim,scales", CASES)
+def test_matches_reference(backend, dtype, shape, dim, scales):
+    device = device_of(backend)
+    _check(backend, randn(shape, dtype, device), randn(shape, dtype, device), dim, scales, dtype=dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("upstream", [1.0, -0.3])
+def test_upstream_gradient(backend, upstream):
+    """The gradient computed in forward is returned as is for an upstream 1 and scaled otherwise."""
+    device = device_of(backend)
+    _check(backend, randn((3, 40, 5), torch.float32, device), randn((3, 40, 5), torch.float32, device), 1,
+           (1, 2, 4, 8), upstream=upstream)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("view", ["transpose", "step", "offset", "expand"])
+def test_non_contiguous(backend, view):
+    device = device_of(backend)
+    base_x = randn((6, 50, 9), torch.float32, device)
+    base_y = randn((6, 50, 9), torch.float32, device)
+    if view == "transpose":   # [C, T, B] view of [B, T, C] memory
+        x, y, dim = base_x.transpose(0, 2), base_y.transpose(0, 2), 1
+    elif view == "step":
+        x, y, dim = base_x[:, ::2, 1::3], base_y[::1, 1::2, ::3], 1
+    elif view == "offset":
+        x, y, dim = base_x[1:, 3:-2].transpose(1, 2), base_y[:-1, 2:-3].transpose(1, 2), 2
+    else:
+        x, y, dim = base_x, base_y[:1].expand(6, 50, 9), 1
+    assert not (x.is_contiguous() and y.is_contiguous())
+    _check(backend, x, y, dim, (1, 2, 4, 8))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_weights(backend):
+    device = device_of(backend)
+    x, y = randn((3, 24, 4), torch.float32, device), randn((3, 24, 4), torch.float32, device)
+    _check(backend, x, y, 1, (1, 3, 8), weights=(0.5, -1.25, 2.0))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tensor_weights_are_differentiable(backend):
+    device = device_of(backend)
+    x, y = randn((3, 24, 4), torch.float32, device), randn((3, 24, 4), torch.float32, device)
+    w = torch.tensor([0.3, 0.9], device=device, requires_grad=True)
+    with ddkernels.use_backend(backend):
+        loss = ddkernels.multiscale_mse_loss(x, y, scales=(2, 3), weights=w)
+    (gw,) = torch.autograd.grad(loss * 2.5, w)
+    w64 = w.detach().double().requires_grad_()
+    ref = reference.multiscale_mse_loss(x.double(), y.double(), 1, (2, 3), w64)
+    (rw,) = torch.autograd.grad(ref * 2.5, w64)
+    assert rel_error(loss, ref) < 1e-5
+    assert rel_error(gw, rw) < 1e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_without_grad(backend):
+    device = device_of(backend)
+    x, y = randn((2, 33, 3), torch.float32, device), randn((2, 33, 3), torch.float32, device)
+    with torch.no_grad(), ddkernels.use_backend(backend):
+        loss = ddkernels.multiscale_mse_loss(x.requires_grad_(), y)
+    assert not loss.requires_grad
+    assert rel_error(loss, reference.multiscale_mse_loss(x.double(), y.double())) < 1e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_only_target_requires_grad(backend):
+    device = device_of(backend)
+    x, y = randn((2, 33, 3), torch.float32, device), randn((2, 33, 3), torch.float32, device).requires_grad_()
+    with ddkernels.use_backend(backend):
+        loss = ddkernels.multiscale_mse_loss(x, y)
+    (gy,) = torch.autograd.grad(loss * 0.7, y)
+    _, _, ry = _reference_loss_and_grads(x, y, 1, (1, 2, 4, 8), None, 0.7)
+    assert rel_error(gy, ry) < 1e-4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_retain_graph_backward_twice(backend):
+    device = device_of(backend)
+    x = randn((2, 16, 3), torch.float32, device).requires_grad_()
+    y = randn((2, 16, 3), torch.float32, device)
+    with ddkernels.use_backend(backend):
+        loss = ddkernels.multiscale_mse_loss(x, y)
+    loss.backward(retain_graph=True)
+    first = x.grad.clone()
+    (loss * 3.0).backward()
+    assert rel_error(x.grad, 4.0 * first) < 1e-6
+
+
+LOW_PRECISION = [(b, d) for b in BACKENDS for d in (torch.float16, torch.bfloat16)
+                 if not (b == "triton" and INTERPRETED and d == torch.bfloat16)]  # the interpreter has no bfloat16
+
+
+@pytest.mark.parametrize("backend,dtype", LOW_PRECISION)
+def test_low_precision(backend, dtype):
+    """Half inputs: float32 loss, gradients in the input dtype, error at most about twice PyTorch's own."""
+    device = device_of(backend)
+    shape = (4, 67, 6)
+    x = randn(shape, dtype, device).requires_grad_()
+    y = randn(shape, dtype, device).requires_grad_()
+    with ddkernels.use_backend(backend):
+        loss = ddkernels.multiscale_mse_loss(x, y)
+    gx, gy = torch.autograd.grad(loss * 1.3, (x, y))
+    assert loss.dtype == torch.float32 and gx.dtype == dtype and gy.dtype == dtype
+    ref, rx, _ = _reference_loss_and_grads(x.float(), y.float(), 1, (1, 2, 4, 8), None, 1.3)
+    # PyTorch's own low-precision result: eager pooling in the input dtype.
+    xl, yl = x.detach().requires_grad_(), y.detach()
+    torch_loss = sum(0.25 * ((reference._average_pool(xl, 1, s) - reference._average_pool(yl, 1, s)) ** 2).mean()
+                     for s in (1, 2, 4, 8))
+    (torch_gx,) = torch.autograd.grad(torch_loss * 1.3, xl)
+    assert rel_error(loss, ref) <= 2 * rel_error(torch_loss.float(), ref) + 1e-6
+    assert rel_error(gx, rx) <= 2 * rel_error(torch_gx, rx) + 1e-6
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if not (b == "triton" and INTERPRETED)])
+def test_ten_million_elements(backend):
+    device = device_of(backend)
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(64, 1250, 125, generator=gen).to(device) + 3.0
+    y = torch.randn(64, 1250, 125, generator=gen).to(device)
+    with ddkernels.use_backend(backend):
+        loss = ddkernels.multiscale_mse_loss(x, y)
+    ref = reference.multiscale_mse_loss(x.double(), y.double())
+    assert rel_error(loss, ref) < 1e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_propagates(backend):
+    device = device_of(backend)
+    x, y = randn((2, 16, 3), torch.float32, device), randn((2, 16, 3), torch.float32, device)
+    x[1, 5, 2] = float("nan")
+    with ddkernels.use_backend(backend):
+        assert torch.isnan(ddkernels.multiscale_mse_loss(x, y))
+
+
+def test_gradcheck_cpu():
+    x = torch.randn(2, 13, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 13, 3, dtype=torch.float64, requires_grad=True)
+    with ddkernels.use_backend("cpu"):
+        assert torch.autograd.gradcheck(
+            lambda a, b: ddkernels.multiscale_mse_loss(a, b, scales=(1, 2, 5)), (x, y))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=8 if INTERPRETED else 30, deadline=None)
+@given(data=st.data())
+def test_property_shapes(backend, data):
+    ndim = data.draw(st.integers(1, 4))
+    shape = tuple(data.draw(st.lists(st.integers(1, 9), min_size=ndim, max_size=ndim)))
+    dim = data.draw(st.integers(-ndim, ndim - 1))
+    length = data.draw(st.integers(1, 40))
+    shape = shape[:dim % ndim] + (length,) + shape[dim % ndim + 1:]
+    scales = tuple(data.draw(st.lists(st.integers(1, length), min_size=1, max_size=4, unique=True)))
+    seed = data.draw(st.integers(0, 2**31 - 1))
+    device = device_of(backend)
+    _check(backend, randn(shape, torch.float64, device, seed), randn(shape, torch.float64, device, seed + 1),
+           dim, scales, dtype=torch.float64)
