@@ -208,3 +208,13 @@ def test_property_shapes(backend, data):
     device = device_of(backend)
     _check(backend, randn(shape, torch.float64, device, seed), randn(shape, torch.float64, device, seed + 1),
            dim, scales, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_double_backward_is_a_clear_error(backend):
+    device = device_of(backend)
+    x = randn((2, 16, 3), torch.float32, device).requires_grad_()
+    with ddkernels.use_backend(backend):
+        loss = ddkernels.multiscale_mse_loss(x, randn((2, 16, 3), torch.float32, device))
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(loss, x, create_graph=True)

@@ -6,6 +6,7 @@ One pass: each program walks tiles of [ROWS, BLOCK_I] (time x inner columns) of 
 scale so no block crosses a tile; per scale a segmented scan gives each block's sum, gathered back to its
 steps. Partial sums of p^2 go to a [programs, 8] buffer that a second, single-program kernel reduces.
 """
+import functools
 import math
 
 import torch
@@ -111,18 +112,38 @@ def _multiscale_mse_fwd_kernel(
 
 
 @triton.jit
-def _multiscale_mse_reduce_kernel(partial_ptr, inv_count_ptr, weight_ptr, per_scale_ptr, loss_ptr, n_programs,
+def _scale_mse(total, k, K: tl.constexpr, inv_count, weight, per_scale_ptr, loss):
+    mse = tl.sum(tl.where(k == K, total, 0.0)) * inv_count
+    tl.store(per_scale_ptr + K, mse.to(per_scale_ptr.dtype.element_ty))
+    return loss + weight * mse
+
+
+@triton.jit
+def _multiscale_mse_reduce_kernel(partial_ptr, per_scale_ptr, loss_ptr, n_programs,
+                                  n0, n1, n2, n3, n4, n5, n6, n7, w0, w1, w2, w3, w4, w5, w6, w7,
                                   NUM_SCALES: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Sum the programs' partial sums; per_scale[k] = sum_k * n_k (n_k = 1 / count_k); loss = sum_k w_k per_scale[k]."""
     k = tl.arange(0, 8)
     total = tl.zeros([8], dtype=tl.float32)
     for start in range(0, n_programs, BLOCK_P):
         p = start + tl.arange(0, BLOCK_P)
         block = tl.load(partial_ptr + p[:, None] * 8 + k[None, :], mask=p[:, None] < n_programs, other=0.0)
         total += tl.sum(block, axis=0)
-    used = k < NUM_SCALES
-    per_scale = total * tl.load(inv_count_ptr + k, mask=used, other=0.0)
-    tl.store(per_scale_ptr + k, per_scale.to(per_scale_ptr.dtype.element_ty), mask=used)
-    loss = tl.sum(per_scale * tl.load(weight_ptr + k, mask=used, other=0.0))
+    loss = _scale_mse(total, k, 0, n0, w0, per_scale_ptr, 0.0)
+    if NUM_SCALES > 1:
+        loss = _scale_mse(total, k, 1, n1, w1, per_scale_ptr, loss)
+    if NUM_SCALES > 2:
+        loss = _scale_mse(total, k, 2, n2, w2, per_scale_ptr, loss)
+    if NUM_SCALES > 3:
+        loss = _scale_mse(total, k, 3, n3, w3, per_scale_ptr, loss)
+    if NUM_SCALES > 4:
+        loss = _scale_mse(total, k, 4, n4, w4, per_scale_ptr, loss)
+    if NUM_SCALES > 5:
+        loss = _scale_mse(total, k, 5, n5, w5, per_scale_ptr, loss)
+    if NUM_SCALES > 6:
+        loss = _scale_mse(total, k, 6, n6, w6, per_scale_ptr, loss)
+    if NUM_SCALES > 7:
+        loss = _scale_mse(total, k, 7, n7, w7, per_scale_ptr, loss)
     tl.store(loss_ptr, loss.to(loss_ptr.dtype.element_ty))
 
 
@@ -144,12 +165,16 @@ def _tile_shape(length, inner, scales):
     return rows, block_t, block_i
 
 
+@functools.lru_cache(maxsize=None)
+def _target_programs(device):
+    if device.type == "cuda":
+        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+    return 1
+
+
 def _program_grid(outer, n_col_blocks, n_tiles, device):
     """Split time across programs when outer x column blocks alone leaves the GPU under-filled."""
-    if device.type == "cuda":
-        target = 4 * torch.cuda.get_device_properties(device).multi_processor_count
-    else:
-        target = 1
+    target = _target_programs(device)
     n_splits = max(1, min(n_tiles, target // max(outer * n_col_blocks, 1)))
     tiles_per_split = triton.cdiv(n_tiles, n_splits)
     n_splits = triton.cdiv(n_tiles, tiles_per_split)
@@ -180,11 +205,10 @@ def multiscale_mse_forward(input, target, dim, scales, weights, compute_grad):
         num_warps=4 if block_t * block_i <= 4096 else 8,
     )
     acc = accumulate_dtype(input.dtype)
-    constants = torch.tensor([[1.0 / c for c in counts] + [0.0] * (8 - len(scales)),
-                              list(weights) + [0.0] * (8 - len(scales))], dtype=torch.float32)
-    constants = constants.to(input.device, non_blocking=True)
+    padding = [0.0] * (MAX_SCALES - len(scales))
     per_scale = torch.empty(len(scales), dtype=acc, device=input.device)
     loss = torch.empty((), dtype=acc, device=input.device)
-    _multiscale_mse_reduce_kernel[(1,)](partial, constants[0], constants[1], per_scale, loss, n_programs,
+    _multiscale_mse_reduce_kernel[(1,)](partial, per_scale, loss, n_programs,
+                                        *[1.0 / c for c in counts], *padding, *weights, *padding,
                                         NUM_SCALES=len(scales), BLOCK_P=128)
     return loss, per_scale, grad

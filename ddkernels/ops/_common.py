@@ -18,7 +18,7 @@ def as_3d(x, dim):
         return x.reshape(shape)
 
 
-def _plain_eager(t):
+def plain_eager(t):
     """True outside torch.compile, tracing (fake, proxy, functional modes) and CUDA-graph capture."""
     if torch.compiler.is_compiling() or type(t) is not torch.Tensor or _get_current_dispatch_mode() is not None:
         return False
@@ -32,6 +32,6 @@ def scale_gradient(grad, grad_output):
     returned as it is; finding that out costs a device sync on CUDA, so it is skipped under
     torch.compile, tracing and CUDA-graph capture, where the product is always taken.
     """
-    if _plain_eager(grad_output) and bool(grad_output == 1):
+    if plain_eager(grad_output) and bool(grad_output == 1):
         return grad
     return grad * grad_output.to(grad.dtype)
