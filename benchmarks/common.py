@@ -29,6 +29,14 @@ def time_call(fn, device, min_time=0.5, warmup=3):
     return q[1], statistics.median(samples), q[7]
 
 
+def time_device(fn, device):
+    """Median seconds of fn() on the device alone: CUDA-graph replays on GPU (no launch overhead)."""
+    if device.type == "cuda":
+        import triton.testing
+        return triton.testing.do_bench_cudagraph(fn, rep=200, return_mode="median") / 1e3
+    return time_call(fn, device)[1]
+
+
 def copy_bandwidth(device, nbytes=1 << 28):
     """Measured device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
     src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()

@@ -7,7 +7,7 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
 python3 -m pip install -q --no-build-isolation --no-deps . 2>&1 | tail -3
-python3 -m ddkernels info 2>&1 | tee "$out/info.txt"
+(cd /tmp && python3 -m ddkernels info) 2>&1 | tee "$out/info.txt"
 pytest -q -p no:cacheprovider tests 2>&1 | tee "$out/tests.txt" | tail -15
 for dtype in float32 bfloat16; do
   python3 benchmarks/bench_multiscale_mse.py --device cuda --dtype "$dtype" 2>&1 | tee -a "$out/bench.txt"

@@ -42,8 +42,11 @@ def cpu_extension():
     return _C
 
 
+_TRITON_PRESENT = importlib.util.find_spec("triton") is not None
+
+
 def triton_available():
-    return importlib.util.find_spec("triton") is not None
+    return _TRITON_PRESENT
 
 
 def triton_interpret():

@@ -12,10 +12,15 @@ def _upcast(x):
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
+def _rfft(x, dim, norm="backward"):
+    # contiguous: Inductor's CUDA rfft of a strided view fails its own stride check (torch 2.11)
+    return torch.fft.rfft(_upcast(x).contiguous(), dim=dim, norm=norm)
+
+
 def spectral_l1_loss(input, target, dim=1, mode="complex", norm="backward"):
     """mean |rfft(input) - rfft(target)| ("complex") or mean ||rfft(input)| - |rfft(target)|| ("amplitude")."""
-    fi = torch.fft.rfft(_upcast(input), dim=dim, norm=norm)
-    ft = torch.fft.rfft(_upcast(target), dim=dim, norm=norm)
+    fi = _rfft(input, dim, norm)
+    ft = _rfft(target, dim, norm)
     if mode == "complex":
         return (fi - ft).abs().mean()
     return (fi.abs() - ft.abs()).abs().mean()
@@ -23,7 +28,7 @@ def spectral_l1_loss(input, target, dim=1, mode="complex", norm="backward"):
 
 def _spectrum_log_softmax(x, dim, tau):
     n = x.shape[dim]
-    amplitude = torch.fft.rfft(_upcast(x), dim=dim).abs().narrow(dim, 1, n // 2)
+    amplitude = _rfft(x, dim).abs().narrow(dim, 1, n // 2)
     return torch.log_softmax(amplitude / tau, dim=dim)
 
 

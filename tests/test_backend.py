@@ -68,7 +68,7 @@ def test_cpu_kernel_serves_cpu_tensors_under_auto(monkeypatch):
     assert calls == [1]
 
 
-def test_missing_extension_warns_once_and_falls_back():
+def test_missing_extension_warns_once_and_falls_back(tmp_path):
     code = (
         "import sys, warnings\n"
         "sys.modules['ddkernels._C'] = None\n"
@@ -88,4 +88,4 @@ def test_missing_extension_warns_once_and_falls_back():
         "else:\n"
         "    raise AssertionError('backend cpu without _C must raise')\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)

@@ -6,8 +6,10 @@ import torch
 import ddkernels
 
 
-def test_info_command():
-    result = subprocess.run([sys.executable, "-m", "ddkernels", "info"], capture_output=True, text=True, check=True)
+def test_info_command(tmp_path):
+    # run outside the source tree, so the installed package (with its built _C) is the one imported
+    result = subprocess.run([sys.executable, "-m", "ddkernels", "info"], capture_output=True, text=True, check=True,
+                            cwd=tmp_path)
     out = result.stdout
     assert "C++ extension ddkernels._C: built" in out
     for op in ("spectral_l1_loss", "spectral_kl_loss", "pairwise_skl_diversity", "multiscale_mse_loss"):

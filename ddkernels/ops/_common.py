@@ -19,19 +19,17 @@ def as_3d(x, dim):
 
 
 def plain_eager(t):
-    """True outside torch.compile, tracing (fake, proxy, functional modes) and CUDA-graph capture."""
-    if torch.compiler.is_compiling() or type(t) is not torch.Tensor or _get_current_dispatch_mode() is not None:
-        return False
-    return not (t.device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+    """True outside torch.compile and tracing (fake, proxy, functional modes)."""
+    return not (torch.compiler.is_compiling() or type(t) is not torch.Tensor or _get_current_dispatch_mode() is not None)
 
 
 def scale_gradient(grad, grad_output):
     """grad * grad_output for a gradient computed in the forward pass.
 
-    When the upstream gradient is exactly 1 (the loss is the last node), the saved gradient is
-    returned as it is; finding that out costs a device sync on CUDA, so it is skipped under
-    torch.compile, tracing and CUDA-graph capture, where the product is always taken.
+    On CPU in eager mode, an upstream gradient of exactly 1 (the loss is the last node) returns the saved
+    gradient without another pass. On CUDA the product is always taken: finding out would cost a device
+    sync, which costs more than the pass at the sizes forecasting uses and breaks CUDA-graph capture.
     """
-    if plain_eager(grad_output) and bool(grad_output == 1):
+    if grad_output.device.type == "cpu" and plain_eager(grad_output) and bool(grad_output == 1):
         return grad
     return grad * grad_output.to(grad.dtype)
