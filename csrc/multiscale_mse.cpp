@@ -33,6 +33,7 @@ void multiscale_mse_kernel(const T* x, const T* y, T* grad, const Shape3& shape,
   {
     std::vector<A> diff(len * kColumns);
     std::vector<A> pooled(pooled_offset[n]);
+    std::vector<A> gsum(grad != nullptr ? len * kColumns : 0);
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < tasks; ++task) {
       const int64_t o = task / chunks, i0 = (task % chunks) * kColumns;
@@ -77,18 +78,24 @@ void multiscale_mse_kernel(const T* x, const T* y, T* grad, const Shape3& shape,
         task_sums[task * n + k] = total;
       }
       if (grad != nullptr) {
+        std::fill(gsum.begin(), gsum.end(), A(0));
+        for (size_t k = 0; k < n; ++k) {
+          const int64_t s = scales[k], blocks = len / s;
+          const A c = static_cast<A>(coef[k]);
+          const A* pk = pooled.data() + pooled_offset[k];
+          for (int64_t b = 0; b < blocks; ++b) {
+            const A* pb = pk + b * kColumns;
+            for (int64_t r = 0; r < s; ++r) {
+              A* gr = gsum.data() + (b * s + r) * kColumns;
+              for (int64_t j = 0; j < kColumns; ++j) gr[j] += c * pb[j];
+            }
+          }
+        }
         T* gb = grad + o * len * inner + i0;
         for (int64_t t = 0; t < len; ++t) {
-          A g[kColumns] = {0};
-          for (size_t k = 0; k < n; ++k) {
-            const int64_t s = scales[k];
-            if (t >= (len / s) * s) continue;
-            const A c = static_cast<A>(coef[k]);
-            const A* pb = pooled.data() + pooled_offset[k] + (t / s) * kColumns;
-            for (int64_t j = 0; j < kColumns; ++j) g[j] += c * pb[j];
-          }
-          T* gr = gb + t * inner;
-          for (int64_t j = 0; j < width; ++j) gr[j] = from_float<T>(g[j]);
+          const A* gr = gsum.data() + t * kColumns;
+          T* out = gb + t * inner;
+          for (int64_t j = 0; j < width; ++j) out[j] = from_float<T>(gr[j]);
         }
       }
     }

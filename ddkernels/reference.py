@@ -13,8 +13,9 @@ def _upcast(x):
 
 
 def _rfft(x, dim, norm="backward"):
-    # contiguous: Inductor's CUDA rfft of a strided view fails its own stride check (torch 2.11)
-    return torch.fft.rfft(_upcast(x).contiguous(), dim=dim, norm=norm)
+    """rfft along dim, with the frequency axis moved last (Inductor's CUDA rfft along an inner dim fails its
+    own stride check in torch 2.11; every use below reduces over all elements or over the frequency axis)."""
+    return torch.fft.rfft(_upcast(x).movedim(dim, -1), dim=-1, norm=norm)
 
 
 def spectral_l1_loss(input, target, dim=1, mode="complex", norm="backward"):
@@ -28,8 +29,8 @@ def spectral_l1_loss(input, target, dim=1, mode="complex", norm="backward"):
 
 def _spectrum_log_softmax(x, dim, tau):
     n = x.shape[dim]
-    amplitude = _rfft(x, dim).abs().narrow(dim, 1, n // 2)
-    return torch.log_softmax(amplitude / tau, dim=dim)
+    amplitude = _rfft(x, dim).abs()[..., 1: n // 2 + 1]
+    return torch.log_softmax(amplitude / tau, dim=-1)
 
 
 def spectral_kl_loss(student, teacher, dim=1, tau=0.5):
