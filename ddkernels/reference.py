@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 
 
-def _upcast(x):
+def upcast(x):
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _rfft(x, dim, norm="backward"):
     """rfft along dim, with the frequency axis moved last (Inductor's CUDA rfft along an inner dim fails its
     own stride check in torch 2.11; every use below reduces over all elements or over the frequency axis)."""
-    return torch.fft.rfft(_upcast(x).movedim(dim, -1), dim=-1, norm=norm)
+    return torch.fft.rfft(upcast(x).movedim(dim, -1), dim=-1, norm=norm)
 
 
 def spectral_l1_loss(input, target, dim=1, mode="complex", norm="backward"):
@@ -42,7 +42,7 @@ def spectral_kl_loss(student, teacher, dim=1, tau=0.5):
 
 def pairwise_skl_matrix(x, tau=1.0):
     """D[i, j] = sum_k (p_ik - p_jk)(log p_ik - log p_jk), p_i = softmax(x_i / tau) over the flattened sample."""
-    logp = torch.log_softmax(_upcast(x).flatten(1) / tau, dim=1)
+    logp = torch.log_softmax(upcast(x).flatten(1) / tau, dim=1)
     p = logp.exp()
     return ((p[:, None, :] - p[None, :, :]) * (logp[:, None, :] - logp[None, :, :])).sum(-1)
 
@@ -63,7 +63,7 @@ def _average_pool(x, dim, scale):
 
 def multiscale_mse_loss(input, target, dim=1, scales=(1, 2, 4, 8), weights=None):
     """sum_s w_s * mean((avgpool_s(input) - avgpool_s(target))^2), pooling with kernel = stride = s along dim."""
-    input, target = _upcast(input), _upcast(target)
+    input, target = upcast(input), upcast(target)
     if weights is None:
         weights = [1.0 / len(scales)] * len(scales)
     loss = 0

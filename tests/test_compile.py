@@ -3,10 +3,11 @@ import pytest
 import torch
 
 import ddkernels
-from ddkernels.ops import multiscale_mse
+from ddkernels.ops import multiscale_mse, spectral_kl, spectral_l1
 from helpers import device_of, kernel_backends, randn, rel_error
 
 BACKENDS = kernel_backends(multiscale_mse.KERNELS)
+assert kernel_backends(spectral_l1.KERNELS) == BACKENDS and kernel_backends(spectral_kl.KERNELS) == BACKENDS
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -19,6 +20,31 @@ def test_opcheck_multiscale(backend, compute_grad):
                           (x, y, 1, [1, 2, 4], [0.2, 0.3, 0.5], backend, compute_grad))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("grads", [(True, False), (False, True), (True, True), (False, False)])
+@pytest.mark.parametrize("mode", ["complex", "amplitude"])
+def test_opcheck_spectral_l1(backend, grads, mode):
+    device = device_of(backend)
+    x, y = randn((3, 21, 5), torch.float32, device), randn((3, 21, 5), torch.float32, device)
+    torch.library.opcheck(torch.ops.ddkernels.spectral_l1.default, (x, y, 1, mode, "ortho", backend, *grads))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("grads", [(True, False), (False, True), (True, True), (False, False)])
+def test_opcheck_spectral_kl(backend, grads):
+    device = device_of(backend)
+    x, y = randn((3, 20, 5), torch.float32, device), randn((3, 20, 5), torch.float32, device)
+    torch.library.opcheck(torch.ops.ddkernels.spectral_kl.default, (x, y, 1, 0.5, backend, *grads))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_opcheck_spectral_adjoint(backend):
+    device = device_of(backend)
+    g = randn((2, 11, 3, 2), torch.float32, device)
+    torch.library.opcheck(torch.ops.ddkernels.spectral_adjoint.default,
+                          (g, torch.tensor(1.5, device=device), [2, 20, 3], 1, torch.float32, backend))
+
+
 class _Student(torch.nn.Module):
     def __init__(self, seq_len, pred_len):
         super().__init__()
@@ -28,8 +54,12 @@ class _Student(torch.nn.Module):
         return self.linear(x.transpose(1, 2)).transpose(1, 2)
 
 
-def _multiscale_loss(model, x, teacher):
-    return ddkernels.multiscale_mse_loss(model(x), teacher)
+def _kernel_losses(model, x, teacher):
+    pred = model(x)
+    return (ddkernels.multiscale_mse_loss(pred, teacher)
+            + 0.5 * ddkernels.spectral_kl_loss(pred, teacher)
+            + 0.5 * ddkernels.spectral_l1_loss(pred, teacher)
+            + 0.25 * ddkernels.spectral_l1_loss(pred, teacher, mode="amplitude", norm="ortho"))
 
 
 def _all_losses(model, x, teacher):
@@ -43,7 +73,7 @@ def _all_losses(model, x, teacher):
 @pytest.mark.parametrize("backend", ["auto", "reference"] + BACKENDS)
 def test_compiled_training_step(backend):
     """Every op under auto and reference; the kernel backends with the ops that have their kernels."""
-    loss_fn = _all_losses if backend in ("auto", "reference") else _multiscale_loss
+    loss_fn = _all_losses if backend in ("auto", "reference") else _kernel_losses
     device = device_of(backend)
     torch.manual_seed(0)
     model = _Student(24, 16).to(device)

@@ -1,0 +1,267 @@
+"""spectral_l1_loss (both modes, every norm) and spectral_kl_loss kernels against the float64 reference."""
+import functools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ddkernels
+from ddkernels import reference
+from ddkernels.ops import spectral_kl, spectral_l1
+from helpers import INTERPRETED, device_of, kernel_backends, randn, rel_error
+
+BACKENDS = kernel_backends(spectral_l1.KERNELS)
+assert kernel_backends(spectral_kl.KERNELS) == BACKENDS
+
+
+def _variant(name, **kwargs):
+    op = ddkernels.spectral_kl_loss if name == "kl" else ddkernels.spectral_l1_loss
+    ref = reference.spectral_kl_loss if name == "kl" else reference.spectral_l1_loss
+    return pytest.param(functools.partial(op, **kwargs), functools.partial(ref, **kwargs),
+                        id="-".join([name] + [str(v) for v in kwargs.values()]))
+
+
+VARIANTS = [_variant("l1", mode="complex"), _variant("l1", mode="amplitude"), _variant("kl", tau=0.5)]
+NORM_VARIANTS = [_variant("l1", mode=m, norm=n) for m in ("complex", "amplitude") for n in ("ortho", "forward")]
+
+# (shape, dim): a normal one and deliberately odd ones.
+CASES = [
+    ((4, 96, 7), 1),
+    ((3, 37, 5), 1),        # odd prime length
+    ((2, 2, 3), 1),         # the shortest length
+    ((3, 3, 2), 1),         # the shortest odd length
+    ((5, 70), -1),          # time innermost
+    ((13, 4, 3), 0),        # time along the leading dim
+    ((2, 3, 19, 2), 2),     # 4-d
+    ((1, 130, 1), 1),       # one row, more bins than one tile
+]
+TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-8, 1e-8)}  # float64: KL of near-equal spectra cancels
+
+
+def _reference_grads(ref, x, y, dim, upstream):
+    x64 = x.detach().double().requires_grad_()
+    y64 = y.detach().double().requires_grad_()
+    loss = ref(x64, y64, dim=dim)
+    gx, gy = torch.autograd.grad(loss * upstream, (x64, y64))
+    return loss, gx, gy
+
+
+def _check(backend, op, ref, x, y, dim, upstream=1.7, dtype=torch.float32):
+    x, y = x.detach().requires_grad_(), y.detach().requires_grad_()
+    with ddkernels.use_backend(backend):
+        loss = op(x, y, dim=dim)
+    gx, gy = torch.autograd.grad(loss * upstream, (x, y))
+    expected, rx, ry = _reference_grads(ref, x, y, dim, upstream)
+    loss_tol, grad_tol = TOLERANCE[dtype if backend == "cpu" else torch.float32]  # Triton computes in float32
+    assert loss.shape == () and gx.shape == x.shape and gx.dtype == x.dtype and gy.dtype == y.dtype
+    assert rel_error(loss, expected) < loss_tol
+    assert rel_error(gx, rx) < grad_tol
+    assert _second_gradient_error(gy, ry, rx) < grad_tol
+
+
+def _second_gradient_error(gy, ry, rx):
+    """Error of the second argument's gradient relative to the gradient of both arguments: when the teacher's
+    softmax is nearly one-hot, its KL gradient is ~1e-10 of the student's and cancels in any precision."""
+    assert torch.isfinite(gy).all(), "gradient holds NaN or inf"
+    joint = torch.cat([ry.flatten(), rx.flatten()])
+    return float((gy.detach().double().cpu() - ry.cpu()).norm() / joint.cpu().norm().clamp_min(1e-300))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape,dim", CASES)
+@pytest.mark.parametrize("op,ref", VARIANTS)
+def test_matches_reference(backend, dtype, shape, dim, op, ref):
+    device = device_of(backend)
+    _check(backend, op, ref, randn(shape, dtype, device), randn(shape, dtype, device), dim, dtype=dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape,dim", [((4, 96, 7), 1), ((3, 37, 5), -2), ((6, 2), 1)])
+@pytest.mark.parametrize("op,ref", NORM_VARIANTS)
+def test_norms(backend, shape, dim, op, ref):
+    device = device_of(backend)
+    _check(backend, op, ref, randn(shape, torch.float32, device), randn(shape, torch.float32, device), dim)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b == "triton"])
+@pytest.mark.parametrize("shape,dim", [((3, 40, 5), 1), ((2, 33), 1), ((4, 3, 18), 2)])
+@pytest.mark.parametrize("op,ref", VARIANTS + NORM_VARIANTS[:2])
+def test_triton_long_length_path(monkeypatch, backend, shape, dim, op, ref):
+    """Above the dense-basis length the Triton path takes spectra from torch.fft and the adjoint from irfft."""
+    from ddkernels.kernels import spectral
+    monkeypatch.setattr(spectral, "DENSE_MAX_LENGTH", 16)
+    device = device_of(backend)
+    _check(backend, op, ref, randn(shape, torch.float32, device), randn(shape, torch.float32, device), dim)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("upstream", [1.0, -0.3])
+@pytest.mark.parametrize("op,ref", VARIANTS)
+def test_upstream_gradient(backend, upstream, op, ref):
+    device = device_of(backend)
+    _check(backend, op, ref, randn((3, 40, 5), torch.float32, device), randn((3, 40, 5), torch.float32, device), 1,
+           upstream=upstream)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("view", ["transpose", "step", "offset", "expand"])
+@pytest.mark.parametrize("op,ref", VARIANTS)
+def test_non_contiguous(backend, view, op, ref):
+    device = device_of(backend)
+    base_x = randn((6, 50, 9), torch.float32, device)
+    base_y = randn((6, 50, 9), torch.float32, device)
+    if view == "transpose":   # [C, T, B] view of [B, T, C] memory
+        x, y, dim = base_x.transpose(0, 2), base_y.transpose(0, 2), 1
+    elif view == "step":
+        x, y, dim = base_x[:, ::2, 1::3], base_y[::1, 1::2, ::3], 1
+    elif view == "offset":
+        x, y, dim = base_x[1:, 3:-2].transpose(1, 2), base_y[:-1, 2:-3].transpose(1, 2), 2
+    else:
+        x, y, dim = base_x, base_y[:1].expand(6, 50, 9), 1
+    assert not (x.is_contiguous() and y.is_contiguous())
+    _check(backend, op, ref, x, y, dim)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op,ref", VARIANTS)
+def test_zero_magnitudes_give_zero_subgradients(backend, op, ref):
+    """Rows where input and target are equal (zero residual), zero rows and constant rows (zero spectrum but DC)."""
+    device = device_of(backend)
+    x = randn((6, 24, 3), torch.float32, device)
+    y = randn((6, 24, 3), torch.float32, device)
+    y[0] = x[0]
+    x[1], y[1] = 0.0, 0.0
+    x[2, :, 1] = 0.75
+    y[3, :, 2] = -2.0
+    _check(backend, op, ref, x, y, 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op,ref", VARIANTS)
+def test_identical_inputs(backend, op, ref):
+    device = device_of(backend)
+    x = randn((3, 17, 4), torch.float32, device).requires_grad_()
+    with ddkernels.use_backend(backend):
+        loss = op(x, x.detach(), dim=1)
+    (gx,) = torch.autograd.grad(loss, x)
+    assert loss.item() == 0.0 and torch.isfinite(gx).all() and float(gx.abs().max()) < 1e-6
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op,ref", VARIANTS)
+def test_large_logits(backend, op, ref):
+    """Magnitudes / tau near 600 (exp overflows float32 past 88) on a spread softmax: large impulses have flat
+    spectra, the noise on top spreads the bins."""
+    device = device_of(backend)
+    x = randn((3, 30, 4), torch.float32, device)
+    y = randn((3, 30, 4), torch.float32, device)
+    x[:, 3] += 300.0
+    y[:, 5] += 300.0
+    _check(backend, op, ref, x, y, 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op,ref", VARIANTS)
+def test_one_argument_requires_grad(backend, op, ref):
+    device = device_of(backend)
+    x, y = randn((2, 33, 3), torch.float32, device), randn((2, 33, 3), torch.float32, device)
+    _, rx, ry = _reference_grads(ref, x, y, 1, 0.7)
+    with ddkernels.use_backend(backend):
+        (gy,) = torch.autograd.grad(op(x, y.requires_grad_(), dim=1) * 0.7, y)
+        (gx,) = torch.autograd.grad(op(x.requires_grad_(), y.detach(), dim=1) * 0.7, x)
+    assert _second_gradient_error(gy, ry, rx) < 1e-4
+    assert rel_error(gx, rx) < 1e-4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op,ref", VARIANTS)
+def test_without_grad(backend, op, ref):
+    device = device_of(backend)
+    x, y = randn((2, 33, 3), torch.float32, device), randn((2, 33, 3), torch.float32, device)
+    with torch.no_grad(), ddkernels.use_backend(backend):
+        loss = op(x.requires_grad_(), y, dim=1)
+    assert not loss.requires_grad
+    assert rel_error(loss, ref(x.double(), y.double(), dim=1)) < 1e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op,ref", VARIANTS)
+def test_retain_graph_backward_twice(backend, op, ref):
+    device = device_of(backend)
+    x = randn((2, 16, 3), torch.float32, device).requires_grad_()
+    y = randn((2, 16, 3), torch.float32, device)
+    with ddkernels.use_backend(backend):
+        loss = op(x, y, dim=1)
+    loss.backward(retain_graph=True)
+    first = x.grad.clone()
+    (loss * 3.0).backward()
+    assert rel_error(x.grad, 4.0 * first) < 1e-6
+
+
+LOW_PRECISION = [(b, d) for b in BACKENDS for d in (torch.float16, torch.bfloat16)
+                 if not (b == "triton" and INTERPRETED and d == torch.bfloat16)]  # the interpreter has no bfloat16
+
+
+@pytest.mark.parametrize("backend,dtype", LOW_PRECISION)
+@pytest.mark.parametrize("op,ref", VARIANTS)
+def test_low_precision(backend, dtype, op, ref):
+    """Half inputs are transformed in float32 (torch.fft has no half transform for most lengths): float32 loss at
+    float32 accuracy on the rounded inputs; gradients in the input dtype within twice the rounding of the exact one."""
+    device = device_of(backend)
+    x = randn((4, 67, 6), dtype, device).requires_grad_()
+    y = randn((4, 67, 6), dtype, device).requires_grad_()
+    with ddkernels.use_backend(backend):
+        loss = op(x, y, dim=1)
+    gx, gy = torch.autograd.grad(loss * 1.3, (x, y))
+    assert loss.dtype == torch.float32 and gx.dtype == dtype and gy.dtype == dtype
+    expected, rx, ry = _reference_grads(ref, x, y, 1, 1.3)
+    assert rel_error(loss, expected) < 1e-5
+    assert rel_error(gx, rx) <= 2 * rel_error(rx.to(dtype), rx) + 1e-5
+    assert _second_gradient_error(gy, ry, rx) <= 2 * rel_error(ry.to(dtype), ry) + 1e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op,ref", VARIANTS)
+def test_nan_propagates(backend, op, ref):
+    device = device_of(backend)
+    x, y = randn((2, 16, 3), torch.float32, device), randn((2, 16, 3), torch.float32, device)
+    x[1, 5, 2] = float("nan")
+    with ddkernels.use_backend(backend):
+        assert torch.isnan(op(x, y, dim=1))
+
+
+@pytest.mark.parametrize("op,ref", VARIANTS)
+def test_gradcheck_cpu(op, ref):
+    x = torch.randn(2, 13, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 13, 3, dtype=torch.float64, requires_grad=True)
+    with ddkernels.use_backend("cpu"):
+        assert torch.autograd.gradcheck(lambda a, b: op(a, b, dim=1), (x, y))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op,ref", VARIANTS)
+@settings(max_examples=6 if INTERPRETED else 25, deadline=None)
+@given(data=st.data())
+def test_property_shapes(backend, op, ref, data):
+    ndim = data.draw(st.integers(1, 4))
+    shape = tuple(data.draw(st.lists(st.integers(1, 6), min_size=ndim, max_size=ndim)))
+    dim = data.draw(st.integers(-ndim, ndim - 1))
+    length = data.draw(st.integers(2, 80))
+    shape = shape[:dim % ndim] + (length,) + shape[dim % ndim + 1:]
+    seed = data.draw(st.integers(0, 2**31 - 1))
+    device = device_of(backend)
+    _check(backend, op, ref, randn(shape, torch.float64, device, seed), randn(shape, torch.float64, device, seed + 1),
+           dim, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op,ref", VARIANTS)
+def test_double_backward_is_a_clear_error(backend, op, ref):
+    device = device_of(backend)
+    x = randn((2, 16, 3), torch.float32, device).requires_grad_()
+    with ddkernels.use_backend(backend):
+        loss = op(x, randn((2, 16, 3), torch.float32, device), dim=1)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(loss, x, create_graph=True)
