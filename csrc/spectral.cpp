@@ -4,6 +4,8 @@
 //   KL:  loss = (1/N) sum_rows sum_k p_k (log p_k - log q_k),  q = softmax(|S|/tau), p = softmax(|T|/tau), k = 1..T/2
 //        dloss/d|S_k| = (q_k - p_k) / (tau N),  dloss/d|T_k| = p_k (log p_k - log q_k - KL_row) / (tau N)
 // Each gradient is written with the interior bins halved, so irfft(., norm="forward") is the adjoint of rfft.
+// An interior bin's magnitude at most kZeroTolerance * c * sqrt(T sum_t x_t^2) (Parseval: the spectrum's norm) is
+// zero up to the FFT's rounding (a constant series comes out near 1e-7 of that there): it gets the zero subgradient.
 #include "spectral.h"
 
 #include <algorithm>
@@ -17,6 +19,7 @@ namespace ddk {
 namespace {
 
 constexpr int64_t kColumns = 16;  // columns of the inner dimension processed together
+constexpr double kZeroTolerance = 1e-6;
 
 struct Tasks {
   int64_t chunks, count;
@@ -24,8 +27,26 @@ struct Tasks {
       : chunks((shape.inner + kColumns - 1) / kColumns), count(shape.outer * ((shape.inner + kColumns - 1) / kColumns)) {}
 };
 
+inline bool interior_bin(int64_t k, int64_t length) { return k > 0 && 2 * k != length; }
+
 // Weight of bin k in irfft's Hermitian sum: 1 for DC and Nyquist, 1/2 for the interior bins counted twice.
-inline double hermitian_weight(int64_t k, int64_t length) { return (k == 0 || 2 * k == length) ? 1.0 : 0.5; }
+inline double hermitian_weight(int64_t k, int64_t length) { return interior_bin(k, length) ? 0.5 : 1.0; }
+
+// Per column of a task: the magnitude below which an interior bin counts as zero (see kZeroTolerance).
+template <typename T>
+void zero_floor(const T* spec, const Strides3& ss, int64_t o, int64_t i0, int64_t width, int64_t bins,
+                int64_t length, double* floor) {
+  std::fill(floor, floor + kColumns, 0.0);
+  for (int64_t k = 0; k < bins; ++k) {
+    const T* sk = spec + 2 * (o * ss.outer + k * ss.len + i0 * ss.inner);
+    const double weight = interior_bin(k, length) ? 2.0 : 1.0;
+    for (int64_t j = 0; j < width; ++j) {
+      const double re = sk[2 * j * ss.inner], im = sk[2 * j * ss.inner + 1];
+      floor[j] += weight * (re * re + im * im);
+    }
+  }
+  for (int64_t j = 0; j < width; ++j) floor[j] = kZeroTolerance * std::sqrt(floor[j]);
+}
 
 template <typename T>
 double l1_kernel(const T* a, const Strides3& as, const T* b, const Strides3& bs, T* grad_a, T* grad_b,
@@ -39,8 +60,12 @@ double l1_kernel(const T* a, const Strides3& as, const T* b, const Strides3& bs,
   for (int64_t task = 0; task < tasks.count; ++task) {
     const int64_t o = task / tasks.chunks, i0 = (task % tasks.chunks) * kColumns;
     const int64_t width = std::min(kColumns, inner - i0);
+    double a_floor[kColumns] = {0}, b_floor[kColumns] = {0};
+    if (grad_a != nullptr) zero_floor(a, as, o, i0, width, bins, length, a_floor);
+    if (grad_b != nullptr) zero_floor(b, bs, o, i0, width, bins, length, b_floor);
     double sum = 0;
     for (int64_t k = 0; k < bins; ++k) {
+      const bool interior = interior_bin(k, length);
       const T coef = static_cast<T>(norm_scale * hermitian_weight(k, length) / count);
       const T* ak = a + 2 * (o * as.outer + k * as.len + i0 * as.inner);
       const T* bk = amplitude ? b + 2 * (o * bs.outer + k * bs.len + i0 * bs.inner) : nullptr;
@@ -60,12 +85,12 @@ double l1_kernel(const T* a, const Strides3& as, const T* b, const Strides3& bs,
           sum += static_cast<double>(amag);
         }
         if (grad_a != nullptr) {
-          const T g = amag > 0 ? sign * coef / amag : T(0);
+          const T g = amag > (interior ? a_floor[j] : 0.0) ? sign * coef / amag : T(0);
           grad_a[out + 2 * j] = g * are;
           grad_a[out + 2 * j + 1] = g * aim;
         }
         if (grad_b != nullptr) {
-          const T g = bmag > 0 ? -sign * coef / bmag : T(0);
+          const T g = bmag > (interior ? b_floor[j] : 0.0) ? -sign * coef / bmag : T(0);
           grad_b[out + 2 * j] = g * bre;
           grad_b[out + 2 * j + 1] = g * bim;
         }
@@ -82,6 +107,8 @@ template <typename T>
 void write_kl_gradient(T* grad, const T* spec, const Strides3& ss, const std::vector<T>& mag,
                        const std::vector<T>& derivative, int64_t o, int64_t i0, int64_t width, int64_t bins,
                        int64_t inner, int64_t length) {
+  double floor[kColumns];
+  zero_floor(spec, ss, o, i0, width, bins, length, floor);
   for (int64_t k = 0; k < bins; ++k) {
     T* out = grad + 2 * ((o * bins + k) * inner + i0);
     if (k == 0) {
@@ -92,7 +119,7 @@ void write_kl_gradient(T* grad, const T* spec, const Strides3& ss, const std::ve
     const T* sk = spec + 2 * (o * ss.outer + k * ss.len + i0 * ss.inner);
     for (int64_t j = 0; j < width; ++j) {
       const int64_t m = (k - 1) * kColumns + j;
-      const T g = mag[m] > 0 ? weight * derivative[m] / mag[m] : T(0);
+      const T g = mag[m] > (interior_bin(k, length) ? floor[j] : 0.0) ? weight * derivative[m] / mag[m] : T(0);
       out[2 * j] = g * sk[2 * j * ss.inner];
       out[2 * j + 1] = g * sk[2 * j * ss.inner + 1];
     }

@@ -21,8 +21,9 @@ DENSE_MAX_LENGTH = 1024
 PRECISION = "tf32x3"
 BLOCK_R, BLOCK_K, BLOCK_T = 32, 64, 32  # forward tiles: rows x bins, reduced over steps of time
 ADJOINT_BLOCK_T, ADJOINT_BLOCK_K = 64, 32  # backward tiles: rows x steps, reduced over bins
-# A magnitude at most ZERO_TOLERANCE * c * sum_t |x_t| is zero up to the transform's rounding (a constant series
-# has exactly zero spectrum but DC): its phase is noise, so it gets the zero subgradient.
+# At the interior bins (0 < k < T/2) a magnitude at most ZERO_TOLERANCE * c * sqrt(T sum_t x_t^2) is zero up to
+# the transform's rounding (a constant series, exactly zero there, comes out near 1e-7 of that): its phase is
+# noise, so it gets the zero subgradient, as on the cpu backend. DC and Nyquist test for exact zero.
 ZERO_TOLERANCE = 1e-6
 
 
@@ -73,9 +74,9 @@ def _store_complex(ptr, offsets, re, im, mask):
 
 
 @triton.jit
-def _row_l1(x_ptr, x_row, x_st, y_ptr, y_row, y_st, rows_ok, length, DIFFERENCE: tl.constexpr,
-            BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr):
-    """sum_t |x_t| (|x_t - y_t| when DIFFERENCE) per row: the scale of the transform's rounding error."""
+def _row_norm(x_ptr, x_row, x_st, y_ptr, y_row, y_st, rows_ok, length, DIFFERENCE: tl.constexpr,
+              BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr):
+    """sqrt(T sum_t x_t^2) per row (x - y when DIFFERENCE), by Parseval the spectrum's norm: its rounding scale."""
     total = tl.zeros([BLOCK_R], dtype=tl.float32)
     for t0 in range(0, length, BLOCK_T):
         t64 = (t0 + tl.arange(0, BLOCK_T)).to(tl.int64)
@@ -83,8 +84,15 @@ def _row_l1(x_ptr, x_row, x_st, y_ptr, y_row, y_st, rows_ok, length, DIFFERENCE:
         x = tl.load(x_ptr + x_row[:, None] + t64[None, :] * x_st, mask=mask, other=0.0).to(tl.float32)
         if DIFFERENCE:
             x -= tl.load(y_ptr + y_row[:, None] + t64[None, :] * y_st, mask=mask, other=0.0).to(tl.float32)
-        total += tl.sum(tl.abs(x), axis=1)
-    return total
+        total += tl.sum(x * x, axis=1)
+    return tl.sqrt(total * length)
+
+
+@triton.jit
+def _resolved(magnitude, row_threshold, k, length):
+    """Bins whose magnitude stands above the transform's rounding (see ZERO_TOLERANCE)."""
+    interior = (k > 0) & (2 * k != length)
+    return magnitude > tl.where(interior[None, :], row_threshold[:, None], 0.0)
 
 
 @triton.jit
@@ -117,11 +125,11 @@ def _spectral_l1_fwd_kernel(
     x_row, y_row = o * x_so + i * x_si, o * y_so + i * y_si
     a_row, b_row = o * a_so + i * a_si, o * b_so + i * b_si
     g_row = o * g_so + i * 2
-    a_zero = zero_tol * norm_scale * _row_l1(x_ptr, x_row, x_st, y_ptr, y_row, y_st, rows_ok, length,
-                                             not AMPLITUDE, BLOCK_R, BLOCK_T)[:, None]
+    a_zero = zero_tol * norm_scale * _row_norm(x_ptr, x_row, x_st, y_ptr, y_row, y_st, rows_ok, length,
+                                             not AMPLITUDE, BLOCK_R, BLOCK_T)
     if AMPLITUDE:
-        b_zero = zero_tol * norm_scale * _row_l1(y_ptr, y_row, y_st, x_ptr, x_row, x_st, rows_ok, length, False,
-                                                 BLOCK_R, BLOCK_T)[:, None]
+        b_zero = zero_tol * norm_scale * _row_norm(y_ptr, y_row, y_st, x_ptr, x_row, x_st, rows_ok, length, False,
+                                                 BLOCK_R, BLOCK_T)
     total = tl.zeros([BLOCK_R], dtype=tl.float32)
     for k0 in range(0, n_bins, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
@@ -145,13 +153,13 @@ def _spectral_l1_fwd_kernel(
             total += tl.sum(tl.where(mask, tl.abs(diff), 0.0), axis=1)
             sign = tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, 0.0))
             if GRAD_SECOND:
-                gb = tl.where(b_mag > b_zero, -sign * grad_scale / _nonzero(b_mag), 0.0)
+                gb = tl.where(_resolved(b_mag, b_zero, k, length), -sign * grad_scale / _nonzero(b_mag), 0.0)
                 _store_complex(g_ptr + g_slot, g_offsets, gb * bre, gb * bim, mask)
         else:
             total += tl.sum(tl.where(mask, a_mag, 0.0), axis=1)
             sign = 1.0
         if GRAD_FIRST:
-            ga = tl.where(a_mag > a_zero, sign * grad_scale / _nonzero(a_mag), 0.0)
+            ga = tl.where(_resolved(a_mag, a_zero, k, length), sign * grad_scale / _nonzero(a_mag), 0.0)
             _store_complex(g_ptr, g_offsets, ga * are, ga * aim, mask)
     tl.store(partial_ptr + pid, tl.sum(total))
 
@@ -175,8 +183,8 @@ def _spectral_kl_fwd_kernel(
     ss_row, ts_row = o * ss_so + i * ss_si, o * ts_so + i * ts_si
     g_row = o * g_so + i * 2
     s_g_ptr, t_g_ptr = g_ptr + s_slot, g_ptr + t_slot
-    s_zero = zero_tol * _row_l1(s_ptr, s_row, s_st, t_ptr, t_row, t_st, rows_ok, length, False, BLOCK_R, BLOCK_T)
-    t_zero = zero_tol * _row_l1(t_ptr, t_row, t_st, s_ptr, s_row, s_st, rows_ok, length, False, BLOCK_R, BLOCK_T)
+    s_zero = zero_tol * _row_norm(s_ptr, s_row, s_st, t_ptr, t_row, t_st, rows_ok, length, False, BLOCK_R, BLOCK_T)
+    t_zero = zero_tol * _row_norm(t_ptr, t_row, t_st, s_ptr, s_row, s_st, rows_ok, length, False, BLOCK_R, BLOCK_T)
     used = length // 2
     max_s = tl.zeros([BLOCK_R], dtype=tl.float32)  # logits are magnitudes / tau >= 0
     max_t = tl.zeros([BLOCK_R], dtype=tl.float32)
@@ -237,11 +245,11 @@ def _spectral_kl_fwd_kernel(
             p = tl.exp(log_p)
             if GRAD_FIRST:
                 ds = ((tl.exp(log_q) - p) * grad_scale).to(tl.float32)
-                gs = tl.where(used_mask & (s_mag > s_zero[:, None]), ds / _nonzero(s_mag), 0.0)
+                gs = tl.where(used_mask & _resolved(s_mag, s_zero, k, length), ds / _nonzero(s_mag), 0.0)
                 _store_complex(s_g_ptr, g_offsets, gs * sre, gs * sim, mask)
             if GRAD_SECOND:
                 dt = (p * (log_p - log_q - kl[:, None]) * grad_scale).to(tl.float32)
-                gt = tl.where(used_mask & (t_mag > t_zero[:, None]), dt / _nonzero(t_mag), 0.0)
+                gt = tl.where(used_mask & _resolved(t_mag, t_zero, k, length), dt / _nonzero(t_mag), 0.0)
                 _store_complex(t_g_ptr, g_offsets, gt * tre, gt * tim, mask)
 
 
