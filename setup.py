@@ -9,7 +9,7 @@ ext_modules = [
         sorted(["csrc/bindings.cpp", "csrc/multiscale_mse.cpp", "csrc/spectral.cpp"]),
         include_dirs=["csrc"],
         cxx_std=17,
-        extra_compile_args=["-O3", "-fopenmp"],
+        extra_compile_args=["-O3", "-fopenmp", "-fno-math-errno"],
         extra_link_args=["-fopenmp"],
     ),
 ]

@@ -39,24 +39,27 @@ std::array<int64_t, 3> three(const std::vector<int64_t>& values, const char* nam
 }
 
 double spectral_l1(uintptr_t a, std::vector<int64_t> a_strides, uintptr_t b, std::vector<int64_t> b_strides,
-                   uintptr_t grad_a, uintptr_t grad_b, int dtype, std::vector<int64_t> shape, int64_t length,
-                   double norm_scale, int num_threads) {
+                   uintptr_t grad_a, uintptr_t grad_b, std::vector<int64_t> grad_strides, int dtype,
+                   std::vector<int64_t> shape, int64_t length, double norm_scale, int num_threads) {
   const auto n = three(shape, "spectral_l1: shape");
   const auto as = three(a_strides, "spectral_l1: a_strides"), bs = three(b_strides, "spectral_l1: b_strides");
+  const auto gs = three(grad_strides, "spectral_l1: grad_strides");
   py::gil_scoped_release release;
   return ddk::spectral_l1(as_pointer(a), {as[0], as[1], as[2]}, as_pointer(b), {bs[0], bs[1], bs[2]},
-                          as_pointer(grad_a), as_pointer(grad_b), dtype, {n[0], n[1], n[2]}, length, norm_scale,
-                          num_threads);
+                          as_pointer(grad_a), as_pointer(grad_b), {gs[0], gs[1], gs[2]}, dtype, {n[0], n[1], n[2]},
+                          length, norm_scale, num_threads);
 }
 
 double spectral_kl(uintptr_t s, std::vector<int64_t> s_strides, uintptr_t t, std::vector<int64_t> t_strides,
-                   uintptr_t grad_s, uintptr_t grad_t, int dtype, std::vector<int64_t> shape, int64_t length, double tau,
-                   int num_threads) {
+                   uintptr_t grad_s, uintptr_t grad_t, std::vector<int64_t> grad_strides, int dtype,
+                   std::vector<int64_t> shape, int64_t length, double tau, int num_threads) {
   const auto n = three(shape, "spectral_kl: shape");
   const auto ss = three(s_strides, "spectral_kl: s_strides"), ts = three(t_strides, "spectral_kl: t_strides");
+  const auto gs = three(grad_strides, "spectral_kl: grad_strides");
   py::gil_scoped_release release;
   return ddk::spectral_kl(as_pointer(s), {ss[0], ss[1], ss[2]}, as_pointer(t), {ts[0], ts[1], ts[2]},
-                          as_pointer(grad_s), as_pointer(grad_t), dtype, {n[0], n[1], n[2]}, length, tau, num_threads);
+                          as_pointer(grad_s), as_pointer(grad_t), {gs[0], gs[1], gs[2]}, dtype, {n[0], n[1], n[2]},
+                          length, tau, num_threads);
 }
 
 }  // namespace
@@ -69,13 +72,13 @@ PYBIND11_MODULE(_C, m) {
         "Multi-scale pooling MSE over [outer, len, inner] views; writes dloss/dx to grad (0: skip). "
         "Returns (loss, per_scale_mse).");
   m.def("spectral_l1", &spectral_l1, py::arg("a"), py::arg("a_strides"), py::arg("b"), py::arg("b_strides"),
-        py::arg("grad_a"), py::arg("grad_b"), py::arg("dtype"), py::arg("shape"), py::arg("length"),
-        py::arg("norm_scale"), py::arg("num_threads"),
+        py::arg("grad_a"), py::arg("grad_b"), py::arg("grad_strides"), py::arg("dtype"), py::arg("shape"),
+        py::arg("length"), py::arg("norm_scale"), py::arg("num_threads"),
         "Spectral L1 on rFFT spectra [outer, bins, inner] (b = 0: complex mode on a = rfft(input - target)); "
-        "writes irfft-ready gradients to grad_a / grad_b (0: skip). Returns the loss.");
+        "writes irfft-ready gradients with grad_strides to grad_a / grad_b (0: skip). Returns the loss.");
   m.def("spectral_kl", &spectral_kl, py::arg("s"), py::arg("s_strides"), py::arg("t"), py::arg("t_strides"),
-        py::arg("grad_s"), py::arg("grad_t"), py::arg("dtype"), py::arg("shape"), py::arg("length"), py::arg("tau"),
-        py::arg("num_threads"),
-        "Spectral KL(teacher || student) on rFFT spectra [outer, bins, inner]; writes irfft-ready gradients to "
-        "grad_s / grad_t (0: skip). Returns the loss.");
+        py::arg("grad_s"), py::arg("grad_t"), py::arg("grad_strides"), py::arg("dtype"), py::arg("shape"),
+        py::arg("length"), py::arg("tau"), py::arg("num_threads"),
+        "Spectral KL(teacher || student) on rFFT spectra [outer, bins, inner]; writes irfft-ready gradients with "
+        "grad_strides to grad_s / grad_t (0: skip). Returns the loss.");
 }

@@ -10,196 +10,183 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
-
-#include <omp.h>
 
 namespace ddk {
 namespace {
 
-constexpr int64_t kColumns = 16;  // columns of the inner dimension processed together
 constexpr double kZeroTolerance = 1e-6;
 
-struct Tasks {
-  int64_t chunks, count;
-  explicit Tasks(const Shape3& shape)
-      : chunks((shape.inner + kColumns - 1) / kColumns), count(shape.outer * ((shape.inner + kColumns - 1) / kColumns)) {}
-};
+// e^x for the softmax terms (x <= 0). float: Cody-Waite reduction to |r| <= ln2/2 and a degree-7 Taylor
+// polynomial (error under 2 ulp), branch-free so the loops vectorise; 0 below e^-87. double: std::exp.
+inline float softmax_exp(float x) {
+  const float clamped = std::max(x, -87.0f);
+  const int32_t whole = static_cast<int32_t>(clamped * 1.44269504088896341f - 0.5f);  // round(x / ln2), x <= 0
+  const float n = static_cast<float>(whole);
+  const float r = (clamped - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;
+  float poly = 1.0f / 5040.0f;
+  poly = poly * r + 1.0f / 720.0f;
+  poly = poly * r + 1.0f / 120.0f;
+  poly = poly * r + 1.0f / 24.0f;
+  poly = poly * r + 1.0f / 6.0f;
+  poly = poly * r + 0.5f;
+  poly = poly * r + 1.0f;
+  poly = poly * r + 1.0f;
+  const int32_t bits = (whole + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return x >= -87.0f ? poly * scale : 0.0f;
+}
+
+inline double softmax_exp(double x) { return std::exp(x); }
 
 inline bool interior_bin(int64_t k, int64_t length) { return k > 0 && 2 * k != length; }
 
 // Weight of bin k in irfft's Hermitian sum: 1 for DC and Nyquist, 1/2 for the interior bins counted twice.
 inline double hermitian_weight(int64_t k, int64_t length) { return interior_bin(k, length) ? 0.5 : 1.0; }
 
-// Per column of a task: the magnitude below which an interior bin counts as zero (see kZeroTolerance).
+// One row (o, i) of a spectrum or gradient: bin k's real part at base[offset + k * step], its imaginary part after
+// it. The base may be null for a gradient that is not wanted; such a row is never read or written.
+template <typename P>
+struct Row {
+  P* base;
+  int64_t offset, step;
+  Row(P* data, const Strides3& s, int64_t o, int64_t i) : base(data), offset(2 * (o * s.outer + i * s.inner)), step(2 * s.len) {}
+  P& re(int64_t k) const { return base[offset + k * step]; }
+  P& im(int64_t k) const { return base[offset + k * step + 1]; }
+};
+
+// The magnitude below which an interior bin counts as zero (see kZeroTolerance), from the row's energy.
 template <typename T>
-void zero_floor(const T* spec, const Strides3& ss, int64_t o, int64_t i0, int64_t width, int64_t bins,
-                int64_t length, double* floor) {
-  std::fill(floor, floor + kColumns, 0.0);
+double zero_floor(const Row<const T>& row, int64_t bins, int64_t length) {
+  double energy = 0;
   for (int64_t k = 0; k < bins; ++k) {
-    const T* sk = spec + 2 * (o * ss.outer + k * ss.len + i0 * ss.inner);
-    const double weight = interior_bin(k, length) ? 2.0 : 1.0;
-    for (int64_t j = 0; j < width; ++j) {
-      const double re = sk[2 * j * ss.inner], im = sk[2 * j * ss.inner + 1];
-      floor[j] += weight * (re * re + im * im);
-    }
+    const double re = row.re(k), im = row.im(k);
+    energy += (interior_bin(k, length) ? 2.0 : 1.0) * (re * re + im * im);
   }
-  for (int64_t j = 0; j < width; ++j) floor[j] = kZeroTolerance * std::sqrt(floor[j]);
+  return kZeroTolerance * std::sqrt(energy);
+}
+
+double ordered_sum(const std::vector<double>& values) {
+  double total = 0;
+  for (double v : values) total += v;
+  return total;
 }
 
 template <typename T>
 double l1_kernel(const T* a, const Strides3& as, const T* b, const Strides3& bs, T* grad_a, T* grad_b,
-                 const Shape3& shape, int64_t length, double norm_scale, int num_threads) {
-  const Tasks tasks(shape);
-  const int64_t bins = shape.len, inner = shape.inner;
-  const double count = static_cast<double>(shape.outer) * static_cast<double>(bins) * static_cast<double>(inner);
+                 const Strides3& gs, const Shape3& shape, int64_t length, double norm_scale, int num_threads) {
+  const int64_t bins = shape.len, inner = shape.inner, rows = shape.outer * inner;
+  const double count = static_cast<double>(rows) * static_cast<double>(bins);
   const bool amplitude = b != nullptr;
-  std::vector<double> task_sums(tasks.count, 0.0);
+  std::vector<double> row_sums(rows, 0.0);
 #pragma omp parallel for num_threads(num_threads) schedule(static)
-  for (int64_t task = 0; task < tasks.count; ++task) {
-    const int64_t o = task / tasks.chunks, i0 = (task % tasks.chunks) * kColumns;
-    const int64_t width = std::min(kColumns, inner - i0);
-    double a_floor[kColumns] = {0}, b_floor[kColumns] = {0};
-    if (grad_a != nullptr) zero_floor(a, as, o, i0, width, bins, length, a_floor);
-    if (grad_b != nullptr) zero_floor(b, bs, o, i0, width, bins, length, b_floor);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t o = r / inner, i = r % inner;
+    const Row<const T> ar(a, as, o, i), br(amplitude ? b : a, amplitude ? bs : as, o, i);
+    const Row<T> ga(grad_a, gs, o, i), gb(grad_b, gs, o, i);
+    const double a_floor = grad_a != nullptr ? zero_floor(ar, bins, length) : 0.0;
+    const double b_floor = grad_b != nullptr ? zero_floor(br, bins, length) : 0.0;
     double sum = 0;
     for (int64_t k = 0; k < bins; ++k) {
       const bool interior = interior_bin(k, length);
       const T coef = static_cast<T>(norm_scale * hermitian_weight(k, length) / count);
-      const T* ak = a + 2 * (o * as.outer + k * as.len + i0 * as.inner);
-      const T* bk = amplitude ? b + 2 * (o * bs.outer + k * bs.len + i0 * bs.inner) : nullptr;
-      const int64_t out = 2 * ((o * bins + k) * inner + i0);
-      for (int64_t j = 0; j < width; ++j) {
-        const T are = ak[2 * j * as.inner], aim = ak[2 * j * as.inner + 1];
-        const T amag = std::sqrt(are * are + aim * aim);
-        T sign = 1, bre = 0, bim = 0, bmag = 0;
-        if (amplitude) {
-          bre = bk[2 * j * bs.inner];
-          bim = bk[2 * j * bs.inner + 1];
-          bmag = std::sqrt(bre * bre + bim * bim);
-          const T diff = amag - bmag;
-          sign = static_cast<T>((diff > 0) - (diff < 0));
-          sum += std::fabs(static_cast<double>(diff));
-        } else {
-          sum += static_cast<double>(amag);
-        }
-        if (grad_a != nullptr) {
-          const T g = amag > (interior ? a_floor[j] : 0.0) ? sign * coef / amag : T(0);
-          grad_a[out + 2 * j] = g * are;
-          grad_a[out + 2 * j + 1] = g * aim;
-        }
-        if (grad_b != nullptr) {
-          const T g = bmag > (interior ? b_floor[j] : 0.0) ? -sign * coef / bmag : T(0);
-          grad_b[out + 2 * j] = g * bre;
-          grad_b[out + 2 * j + 1] = g * bim;
-        }
+      const T are = ar.re(k), aim = ar.im(k);
+      const T amag = std::sqrt(are * are + aim * aim);
+      T sign = 1, bre = 0, bim = 0, bmag = 0;
+      if (amplitude) {
+        bre = br.re(k);
+        bim = br.im(k);
+        bmag = std::sqrt(bre * bre + bim * bim);
+        const T diff = amag - bmag;
+        sign = static_cast<T>((diff > 0) - (diff < 0));
+        sum += std::fabs(static_cast<double>(diff));
+      } else {
+        sum += static_cast<double>(amag);
+      }
+      if (grad_a != nullptr) {
+        const T g = amag > (interior ? a_floor : 0.0) ? sign * coef / amag : T(0);
+        ga.re(k) = g * are;
+        ga.im(k) = g * aim;
+      }
+      if (grad_b != nullptr) {
+        const T g = bmag > (interior ? b_floor : 0.0) ? -sign * coef / bmag : T(0);
+        gb.re(k) = g * bre;
+        gb.im(k) = g * bim;
       }
     }
-    task_sums[task] = sum;
+    row_sums[r] = sum;
   }
-  double total = 0;
-  for (double v : task_sums) total += v;
-  return norm_scale * total / count;
+  return norm_scale * ordered_sum(row_sums) / count;
 }
 
+// Writes grad_k = w_k * derivative_k * S_k / |S_k| (0 at bin 0 and below the zero floor).
 template <typename T>
-void write_kl_gradient(T* grad, const T* spec, const Strides3& ss, const std::vector<T>& mag,
-                       const std::vector<T>& derivative, int64_t o, int64_t i0, int64_t width, int64_t bins,
-                       int64_t inner, int64_t length) {
-  double floor[kColumns];
-  zero_floor(spec, ss, o, i0, width, bins, length, floor);
-  for (int64_t k = 0; k < bins; ++k) {
-    T* out = grad + 2 * ((o * bins + k) * inner + i0);
-    if (k == 0) {
-      std::fill(out, out + 2 * width, T(0));
-      continue;
-    }
-    const T weight = static_cast<T>(hermitian_weight(k, length));
-    const T* sk = spec + 2 * (o * ss.outer + k * ss.len + i0 * ss.inner);
-    for (int64_t j = 0; j < width; ++j) {
-      const int64_t m = (k - 1) * kColumns + j;
-      const T g = mag[m] > (interior_bin(k, length) ? floor[j] : 0.0) ? weight * derivative[m] / mag[m] : T(0);
-      out[2 * j] = g * sk[2 * j * ss.inner];
-      out[2 * j + 1] = g * sk[2 * j * ss.inner + 1];
-    }
+void write_kl_gradient(const Row<T>& grad, const Row<const T>& spec, const std::vector<double>& mag,
+                       const std::vector<double>& derivative, int64_t bins, int64_t length) {
+  const double floor = zero_floor(spec, bins, length);
+  grad.re(0) = T(0);
+  grad.im(0) = T(0);
+  for (int64_t k = 1; k < bins; ++k) {
+    const double m = mag[k - 1];
+    const double g = m > (interior_bin(k, length) ? floor : 0.0) ? hermitian_weight(k, length) * derivative[k - 1] / m : 0.0;
+    grad.re(k) = static_cast<T>(g * spec.re(k));
+    grad.im(k) = static_cast<T>(g * spec.im(k));
   }
 }
 
 template <typename T>
 double kl_kernel(const T* s, const Strides3& ss, const T* t, const Strides3& ts, T* grad_s, T* grad_t,
-                 const Shape3& shape, int64_t length, double tau, int num_threads) {
-  const Tasks tasks(shape);
-  const int64_t bins = shape.len, inner = shape.inner, used = length / 2;
-  const double count = static_cast<double>(shape.outer) * static_cast<double>(used) * static_cast<double>(inner);
+                 const Strides3& gs, const Shape3& shape, int64_t length, double tau, int num_threads) {
+  const int64_t bins = shape.len, inner = shape.inner, rows = shape.outer * inner, used = length / 2;
+  const double count = static_cast<double>(rows) * static_cast<double>(used);
   const double inv_tau = 1.0 / tau, grad_scale = 1.0 / (tau * count);
-  std::vector<double> task_sums(tasks.count, 0.0);
+  std::vector<double> row_sums(rows, 0.0);
 #pragma omp parallel num_threads(num_threads)
   {
-    // Log-softmax in double: log p - log q cancels, and the teacher's gradient needs it to float accuracy.
-    std::vector<T> mag_s(used * kColumns), mag_t(used * kColumns), derivative(used * kColumns);
-    std::vector<double> log_q(used * kColumns), log_p(used * kColumns);
+    // Logits and log-softmax differences in double: log p - log q cancels, and the teacher's gradient needs it.
+    std::vector<double> mag_s(used), mag_t(used), q(used), p(used), derivative(used);
 #pragma omp for schedule(static)
-    for (int64_t task = 0; task < tasks.count; ++task) {
-      const int64_t o = task / tasks.chunks, i0 = (task % tasks.chunks) * kColumns;
-      const int64_t width = std::min(kColumns, inner - i0);
-      double max_s[kColumns] = {0}, max_t[kColumns] = {0};  // logits are magnitudes / tau >= 0
-      for (int64_t k = 1; k <= used; ++k) {
-        const T* sk = s + 2 * (o * ss.outer + k * ss.len + i0 * ss.inner);
-        const T* tk = t + 2 * (o * ts.outer + k * ts.len + i0 * ts.inner);
-        T* ms = mag_s.data() + (k - 1) * kColumns;
-        T* mt = mag_t.data() + (k - 1) * kColumns;
-        for (int64_t j = 0; j < width; ++j) {
-          const T sre = sk[2 * j * ss.inner], sim = sk[2 * j * ss.inner + 1];
-          const T tre = tk[2 * j * ts.inner], tim = tk[2 * j * ts.inner + 1];
-          ms[j] = std::sqrt(sre * sre + sim * sim);
-          mt[j] = std::sqrt(tre * tre + tim * tim);
-          max_s[j] = std::max(max_s[j], ms[j] * inv_tau);
-          max_t[j] = std::max(max_t[j], mt[j] * inv_tau);
-        }
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t o = r / inner, i = r % inner;
+      const Row<const T> sr(s, ss, o, i), tr(t, ts, o, i);
+      double max_s = 0, max_t = 0;  // logits are magnitudes / tau >= 0
+      for (int64_t k = 0; k < used; ++k) {
+        const double sre = sr.re(k + 1), sim = sr.im(k + 1), tre = tr.re(k + 1), tim = tr.im(k + 1);
+        mag_s[k] = std::sqrt(sre * sre + sim * sim);
+        mag_t[k] = std::sqrt(tre * tre + tim * tim);
+        max_s = std::max(max_s, mag_s[k] * inv_tau);
+        max_t = std::max(max_t, mag_t[k] * inv_tau);
       }
-      double sum_s[kColumns] = {0}, sum_t[kColumns] = {0};
-      for (int64_t k = 0; k < used; ++k)
-        for (int64_t j = 0; j < width; ++j) {
-          sum_s[j] += std::exp(mag_s[k * kColumns + j] * inv_tau - max_s[j]);
-          sum_t[j] += std::exp(mag_t[k * kColumns + j] * inv_tau - max_t[j]);
-        }
-      double lse_s[kColumns], lse_t[kColumns], kl[kColumns] = {0};
-      for (int64_t j = 0; j < width; ++j) {
-        lse_s[j] = max_s[j] + std::log(sum_s[j]);
-        lse_t[j] = max_t[j] + std::log(sum_t[j]);
+      double sum_s = 0, sum_t = 0;
+      for (int64_t k = 0; k < used; ++k) {
+        q[k] = softmax_exp(static_cast<T>(mag_s[k] * inv_tau - max_s));  // at the input's precision
+        p[k] = softmax_exp(static_cast<T>(mag_t[k] * inv_tau - max_t));
+        sum_s += q[k];
+        sum_t += p[k];
       }
-      for (int64_t k = 0; k < used; ++k)
-        for (int64_t j = 0; j < width; ++j) {
-          const int64_t m = k * kColumns + j;
-          log_q[m] = mag_s[m] * inv_tau - lse_s[j];
-          log_p[m] = mag_t[m] * inv_tau - lse_t[j];
-          kl[j] += std::exp(log_p[m]) * (log_p[m] - log_q[m]);
-        }
-      double total = 0;
-      for (int64_t j = 0; j < width; ++j) total += kl[j];
-      task_sums[task] = total;
+      const double lse_gap = (max_t + std::log(sum_t)) - (max_s + std::log(sum_s));  // lse_t - lse_s
+      double kl = 0;
+      for (int64_t k = 0; k < used; ++k) {
+        q[k] /= sum_s;
+        p[k] /= sum_t;
+        kl += p[k] * ((mag_t[k] - mag_s[k]) * inv_tau - lse_gap);
+      }
+      row_sums[r] = kl;
       if (grad_s != nullptr) {
-        for (int64_t k = 0; k < used; ++k)
-          for (int64_t j = 0; j < width; ++j) {
-            const int64_t m = k * kColumns + j;
-            derivative[m] = static_cast<T>((std::exp(log_q[m]) - std::exp(log_p[m])) * grad_scale);
-          }
-        write_kl_gradient(grad_s, s, ss, mag_s, derivative, o, i0, width, bins, inner, length);
+        for (int64_t k = 0; k < used; ++k) derivative[k] = (q[k] - p[k]) * grad_scale;
+        write_kl_gradient(Row<T>(grad_s, gs, o, i), sr, mag_s, derivative, bins, length);
       }
       if (grad_t != nullptr) {
         for (int64_t k = 0; k < used; ++k)
-          for (int64_t j = 0; j < width; ++j) {
-            const int64_t m = k * kColumns + j;
-            derivative[m] = static_cast<T>(std::exp(log_p[m]) * (log_p[m] - log_q[m] - kl[j]) * grad_scale);
-          }
-        write_kl_gradient(grad_t, t, ts, mag_t, derivative, o, i0, width, bins, inner, length);
+          derivative[k] = p[k] * ((mag_t[k] - mag_s[k]) * inv_tau - lse_gap - kl) * grad_scale;
+        write_kl_gradient(Row<T>(grad_t, gs, o, i), tr, mag_t, derivative, bins, length);
       }
     }
   }
-  double total = 0;
-  for (double v : task_sums) total += v;
-  return total / count;
+  return ordered_sum(row_sums) / count;
 }
 
 template <typename Fn>
@@ -212,20 +199,21 @@ double dispatch_float(int dtype, Fn&& fn) {
 }  // namespace
 
 double spectral_l1(const void* a, const Strides3& as, const void* b, const Strides3& bs, void* grad_a, void* grad_b,
-                   int dtype, const Shape3& shape, int64_t length, double norm_scale, int num_threads) {
+                   const Strides3& gs, int dtype, const Shape3& shape, int64_t length, double norm_scale,
+                   int num_threads) {
   return dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     return l1_kernel<T>(static_cast<const T*>(a), as, static_cast<const T*>(b), bs, static_cast<T*>(grad_a),
-                        static_cast<T*>(grad_b), shape, length, norm_scale, num_threads);
+                        static_cast<T*>(grad_b), gs, shape, length, norm_scale, num_threads);
   });
 }
 
 double spectral_kl(const void* s, const Strides3& ss, const void* t, const Strides3& ts, void* grad_s, void* grad_t,
-                   int dtype, const Shape3& shape, int64_t length, double tau, int num_threads) {
+                   const Strides3& gs, int dtype, const Shape3& shape, int64_t length, double tau, int num_threads) {
   return dispatch_float(dtype, [&](auto tag) {
     using T = decltype(tag);
     return kl_kernel<T>(static_cast<const T*>(s), ss, static_cast<const T*>(t), ts, static_cast<T*>(grad_s),
-                        static_cast<T*>(grad_t), shape, length, tau, num_threads);
+                        static_cast<T*>(grad_t), gs, shape, length, tau, num_threads);
   });
 }
 

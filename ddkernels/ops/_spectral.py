@@ -49,16 +49,27 @@ def gradient_slots(grad_first, grad_second, difference):
     return int(grad_first) + int(grad_second)
 
 
-def cpu_epilogue(kernel, first, second, grad_first, grad_second, length, parameter):
+def new_gradient(shape, dim, slots, dtype, backend, device):
+    """An uninitialised G [slots, outer, bins, inner, 2]. On the cpu backend the bins are innermost in memory, the
+    layout torch.fft's CPU transforms read and write fastest; the Triton kernels use the contiguous layout."""
+    full = gradient_shape(shape, dim, slots)
+    if backend != "cpu":
+        return torch.empty(full, dtype=dtype, device=device)
+    slots, outer, bins, inner, _ = full
+    return torch.empty((slots, outer, inner, bins, 2), dtype=dtype, device=device).permute(0, 1, 3, 2, 4)
+
+
+def cpu_epilogue(kernel, shape, dim, first, second, grad_first, grad_second, parameter):
     """Run the C++ epilogue ``kernel`` on spectra ``first`` and ``second`` (None: complex-mode L1, whose one G
-    serves both arguments). G holds the first argument's slot first, then the second's."""
+    serves both arguments) of tensors of ``shape``. G holds the first argument's slot first, then the second's."""
     real = first.real.dtype
-    g = torch.empty((int(grad_first) + int(grad_second),) + tuple(first.shape) + (2,), dtype=real)
+    g = new_gradient(shape, dim, int(grad_first) + int(grad_second), real, "cpu", first.device)
+    grad_strides = [s // 2 for s in g.stride()[1:4]]
     loss = getattr(cpu_extension(), kernel)(
         first.data_ptr(), list(first.stride()),
         0 if second is None else second.data_ptr(), list((second if second is not None else first).stride()),
-        g[0].data_ptr() if grad_first else 0, g[-1].data_ptr() if grad_second else 0,
-        SPECTRUM_DTYPE_CODES[first.dtype], list(first.shape), length, parameter, torch.get_num_threads())
+        g[0].data_ptr() if grad_first else 0, g[-1].data_ptr() if grad_second else 0, grad_strides,
+        SPECTRUM_DTYPE_CODES[first.dtype], list(first.shape), shape[dim], parameter, torch.get_num_threads())
     return torch.tensor(loss, dtype=real), g
 
 

@@ -41,9 +41,8 @@ def _forward(student, teacher, dim, tau, backend, grad_student, grad_teacher):
         from ddkernels.kernels.spectral import spectral_kl_forward
         return spectral_kl_forward(student, teacher, dim, tau, grad_student, grad_teacher)
     if backend == "cpu":
-        return _spectral.cpu_epilogue("spectral_kl", _spectral.cpu_spectrum(student, dim),
-                                      _spectral.cpu_spectrum(teacher, dim), grad_student, grad_teacher,
-                                      student.shape[dim], tau)
+        return _spectral.cpu_epilogue("spectral_kl", student.shape, dim, _spectral.cpu_spectrum(student, dim),
+                                      _spectral.cpu_spectrum(teacher, dim), grad_student, grad_teacher, tau)
     raise ValueError(f"ddkernels::spectral_kl: backend must be 'triton' or 'cpu', got {backend!r}")
 
 
@@ -56,8 +55,8 @@ def _spectral_kl_op(student: Tensor, teacher: Tensor, dim: int, tau: float, back
 @_spectral_kl_op.register_fake
 def _(student, teacher, dim, tau, backend, grad_student, grad_teacher):
     slots = _spectral.gradient_slots(grad_student, grad_teacher, difference=False)
-    g = student.new_empty(_spectral.gradient_shape(student.shape, dim, slots),
-                          dtype=_spectral.gradient_dtype(student.dtype, backend))
+    g = _spectral.new_gradient(student.shape, dim, slots, _spectral.gradient_dtype(student.dtype, backend), backend,
+                               student.device)
     return student.new_empty((), dtype=accumulate_dtype(student.dtype)), g
 
 

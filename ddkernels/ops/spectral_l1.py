@@ -40,13 +40,13 @@ def spectral_l1_loss(input, target, dim=1, mode="complex", norm="backward"):
 
 
 def _cpu_forward(input, target, dim, amplitude, scale, grad_input, grad_target):
-    length = input.shape[dim]
+    shape = input.shape
     if amplitude:
-        return _spectral.cpu_epilogue("spectral_l1", _spectral.cpu_spectrum(input, dim),
-                                      _spectral.cpu_spectrum(target, dim), grad_input, grad_target, length, scale)
+        return _spectral.cpu_epilogue("spectral_l1", shape, dim, _spectral.cpu_spectrum(input, dim),
+                                      _spectral.cpu_spectrum(target, dim), grad_input, grad_target, scale)
     difference = reference.upcast(input) - reference.upcast(target)
-    return _spectral.cpu_epilogue("spectral_l1", _spectral.cpu_spectrum(difference, dim), None,
-                                  grad_input or grad_target, False, length, scale)
+    return _spectral.cpu_epilogue("spectral_l1", shape, dim, _spectral.cpu_spectrum(difference, dim), None,
+                                  grad_input or grad_target, False, scale)
 
 
 def _forward(input, target, dim, mode, norm, backend, grad_input, grad_target):
@@ -69,8 +69,8 @@ def _spectral_l1_op(input: Tensor, target: Tensor, dim: int, mode: str, norm: st
 @_spectral_l1_op.register_fake
 def _(input, target, dim, mode, norm, backend, grad_input, grad_target):
     slots = _spectral.gradient_slots(grad_input, grad_target, difference=mode == "complex")
-    g = input.new_empty(_spectral.gradient_shape(input.shape, dim, slots),
-                        dtype=_spectral.gradient_dtype(input.dtype, backend))
+    g = _spectral.new_gradient(input.shape, dim, slots, _spectral.gradient_dtype(input.dtype, backend), backend,
+                               input.device)
     return input.new_empty((), dtype=accumulate_dtype(input.dtype)), g
 
 
