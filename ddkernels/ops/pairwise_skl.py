@@ -1,16 +1,23 @@
-"""Pairwise softmax symmetric-KL diversity (DDTime inter-sample information bottleneck).
+"""Pairwise softmax symmetric-KL diversity (DDTime inter-sample information bottleneck), at O(S*L) memory.
 
     p_i = softmax(x_i / tau) over the flattened sample i,  D_ij = sum_k (p_ik - p_jk)(log p_ik - log p_jk)
     diversity = mean over ordered pairs i != j of exp(-D_ij);  matrix = D
-Fused kernels are not built yet (a later issue): every backend request other than
-'reference' or 'auto' raises BackendUnavailableError, and 'auto' runs the reference,
-which materialises [S, S, L].
+    D_ij = g_i + g_j - N_ij - N_ji with N = rho alpha^T on rows centred across samples (rho = p - mean p,
+    alpha = x / tau - mean x / tau, g_i = <rho_i, alpha_i>): one [S, L] x [L, S] product, no [S, S, L] tensor.
+    backward, V = dloss/dD + its transpose, r = V 1: dloss/dx_i = (r_i rho_i - (V rho)_i + p_i (u_i - <p_i, u_i>)) / tau,
+    u_i = r_i alpha_i - (V alpha)_i: two [S, S] x [S, L] products. The diversity's gradient is computed in the forward.
 """
-from ddkernels import reference
-from ddkernels._backend import resolve
-from ddkernels._validation import check_float_tensor, check_tau
+from typing import Tuple
 
-KERNELS = ()
+import torch
+from torch import Tensor
+
+from ddkernels import reference
+from ddkernels._backend import accumulate_dtype, cpu_extension, resolve
+from ddkernels._validation import check_float_tensor, check_tau
+from ddkernels.ops._common import DTYPE_CODES, plain_eager, scale_gradient
+
+KERNELS = ("cpu",)
 
 
 def _check_samples(x, tau):
@@ -28,12 +35,185 @@ def pairwise_skl_diversity(x, tau=1.0):
     Returns a 0-d tensor (float32 for half inputs). NaN or inf in the data propagate.
     """
     tau = _check_samples(x, tau)
-    resolve("pairwise_skl_diversity", x.device, KERNELS)
-    return reference.pairwise_skl_diversity(x, tau)
+    backend = resolve("pairwise_skl_diversity", x.device, KERNELS)
+    if backend == "reference":
+        return reference.pairwise_skl_diversity(x, tau)
+    compute_grad = torch.is_grad_enabled() and x.requires_grad
+    op = torch.ops.ddkernels.pairwise_skl_diversity if torch.compiler.is_compiling() else _DiversityFunction.apply
+    loss, _ = op(x, tau, backend, compute_grad)
+    return loss
 
 
 def pairwise_skl_matrix(x, tau=1.0):
     """The [S, S] symmetric-KL matrix D between the samples' temperature softmaxes (diagnostics)."""
     tau = _check_samples(x, tau)
-    resolve("pairwise_skl_matrix", x.device, KERNELS)
-    return reference.pairwise_skl_matrix(x, tau)
+    backend = resolve("pairwise_skl_matrix", x.device, KERNELS)
+    if backend == "reference":
+        return reference.pairwise_skl_matrix(x, tau)
+    op = torch.ops.ddkernels.pairwise_skl_matrix if torch.compiler.is_compiling() else _MatrixFunction.apply
+    return op(x, tau, backend)
+
+
+def _work_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _cpu_prepare(x, tau):
+    """(x2, rho, alpha, g, lse): the samples as contiguous [S, L] in the work dtype and their row statistics."""
+    x2 = x.reshape(x.shape[0], -1).to(_work_dtype(x.dtype)).contiguous()
+    samples, length = x2.shape
+    rho, alpha = torch.empty_like(x2), torch.empty_like(x2)
+    g = torch.empty(samples, dtype=torch.float64)
+    lse = torch.empty(samples, dtype=torch.float64)
+    cpu_extension().pairwise_prepare(x2.data_ptr(), DTYPE_CODES[x2.dtype], samples, length, tau, rho.data_ptr(),
+                                     alpha.data_ptr(), g.data_ptr(), lse.data_ptr(), torch.get_num_threads())
+    return x2, rho, alpha, g, lse
+
+
+def _cpu_epilogue(state, tau, with_matrix, weight_scale):
+    """(sum over i != j of exp(-D_ij), D or None, V = weight_scale * exp(-D) or None, row sums of V or None)."""
+    x2, rho, alpha, g, _ = state
+    samples = x2.shape[0]
+    products = torch.mm(rho, alpha.t())
+    d = torch.empty((samples, samples), dtype=x2.dtype) if with_matrix else None
+    weights = torch.empty((samples, samples), dtype=x2.dtype) if weight_scale is not None else None
+    row_sums = torch.empty(samples, dtype=torch.float64) if weight_scale is not None else None
+    total = cpu_extension().pairwise_epilogue(
+        products.data_ptr(), DTYPE_CODES[x2.dtype], samples, g.data_ptr(), 0 if d is None else d.data_ptr(),
+        0 if weights is None else weights.data_ptr(), 0 if row_sums is None else row_sums.data_ptr(),
+        0.0 if weight_scale is None else weight_scale, torch.get_num_threads())
+    return total, d, weights, row_sums
+
+
+def _cpu_gradient(x, tau, state, weights, row_sums):
+    """dloss/dx for symmetric weights V = dloss/dD + its transpose, shaped and typed like x."""
+    x2, rho, alpha, g, lse = state
+    samples, length = x2.shape
+    v_rho, v_alpha = torch.mm(weights, rho), torch.mm(weights, alpha)
+    grad = torch.empty(x.shape, dtype=x.dtype)
+    cpu_extension().pairwise_gradient(
+        x2.data_ptr(), DTYPE_CODES[x2.dtype], samples, length, tau, rho.data_ptr(), alpha.data_ptr(), g.data_ptr(),
+        lse.data_ptr(), v_rho.data_ptr(), v_alpha.data_ptr(), row_sums.data_ptr(), grad.data_ptr(),
+        DTYPE_CODES[x.dtype], torch.get_num_threads())
+    return grad
+
+
+def _check_backend(name, backend):
+    if backend != "cpu":
+        raise ValueError(f"ddkernels::{name}: backend must be 'cpu', got {backend!r}")
+
+
+def _diversity_forward(x, tau, backend, compute_grad):
+    _check_backend("pairwise_skl_diversity", backend)
+    state = _cpu_prepare(x, tau)
+    pairs = x.shape[0] * (x.shape[0] - 1)
+    # V = 2 dloss/dD (D and its weights are symmetric), dloss/dD_ij = -exp(-D_ij) / pairs.
+    total, _, weights, row_sums = _cpu_epilogue(state, tau, False, -2.0 / pairs if compute_grad else None)
+    loss = torch.tensor(total / pairs, dtype=accumulate_dtype(x.dtype))
+    grad = _cpu_gradient(x, tau, state, weights, row_sums) if compute_grad else x.new_empty(0)
+    return loss, grad
+
+
+def _matrix_forward(x, tau, backend):
+    _check_backend("pairwise_skl_matrix", backend)
+    _, d, _, _ = _cpu_epilogue(_cpu_prepare(x, tau), tau, True, None)
+    return d.to(accumulate_dtype(x.dtype))
+
+
+def _matrix_backward(x, tau, grad_d, backend):
+    _check_backend("pairwise_skl_matrix", backend)
+    state = _cpu_prepare(x, tau)
+    weights = (grad_d + grad_d.t()).to(state[0].dtype).contiguous()
+    return _cpu_gradient(x, tau, state, weights, weights.sum(1, dtype=torch.float64))
+
+
+@torch.library.custom_op("ddkernels::pairwise_skl_diversity", mutates_args=())
+def _diversity_op(x: Tensor, tau: float, backend: str, compute_grad: bool) -> Tuple[Tensor, Tensor]:
+    return _diversity_forward(x, tau, backend, compute_grad)
+
+
+@_diversity_op.register_fake
+def _(x, tau, backend, compute_grad):
+    grad = torch.empty(x.shape, dtype=x.dtype, device=x.device) if compute_grad else x.new_empty(0)
+    return x.new_empty((), dtype=accumulate_dtype(x.dtype)), grad
+
+
+def _diversity_setup_context(ctx, inputs, output):
+    _, grad = output
+    ctx.mark_non_differentiable(grad)
+    ctx.save_for_backward(grad)
+
+
+def _double_backward_check(grad_output, op_name):
+    if torch.is_grad_enabled() and plain_eager(grad_output):
+        raise RuntimeError(f"{op_name}: double backward (create_graph=True) is not supported by the kernel "
+                           "backends; use backend 'reference' for higher-order gradients")
+
+
+def _diversity_backward(ctx, grad_loss, grad_grad):
+    _double_backward_check(grad_loss, "pairwise_skl_diversity")
+    (grad,) = ctx.saved_tensors
+    return scale_gradient(grad, grad_loss), None, None, None
+
+
+_diversity_op.register_autograd(_diversity_backward, setup_context=_diversity_setup_context)
+
+
+class _DiversityFunction(torch.autograd.Function):
+    """The registered op's forward and backward for eager calls."""
+
+    @staticmethod
+    def forward(ctx, x, tau, backend, compute_grad):
+        output = _diversity_forward(x, tau, backend, compute_grad)
+        _diversity_setup_context(ctx, None, output)
+        return output
+
+    backward = staticmethod(_diversity_backward)
+
+
+@torch.library.custom_op("ddkernels::pairwise_skl_matrix", mutates_args=())
+def _matrix_op(x: Tensor, tau: float, backend: str) -> Tensor:
+    return _matrix_forward(x, tau, backend)
+
+
+@_matrix_op.register_fake
+def _(x, tau, backend):
+    return x.new_empty((x.shape[0], x.shape[0]), dtype=accumulate_dtype(x.dtype))
+
+
+@torch.library.custom_op("ddkernels::pairwise_skl_matrix_backward", mutates_args=())
+def _matrix_backward_op(x: Tensor, tau: float, grad_d: Tensor, backend: str) -> Tensor:
+    return _matrix_backward(x, tau, grad_d, backend)
+
+
+@_matrix_backward_op.register_fake
+def _(x, tau, grad_d, backend):
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+def _matrix_setup_context(ctx, inputs, output):
+    x, tau, backend = inputs
+    ctx.save_for_backward(x)
+    ctx.tau, ctx.backend = tau, backend
+
+
+def _matrix_autograd_backward(ctx, grad_d):
+    _double_backward_check(grad_d, "pairwise_skl_matrix")
+    (x,) = ctx.saved_tensors
+    backward = _matrix_backward if plain_eager(grad_d) else torch.ops.ddkernels.pairwise_skl_matrix_backward
+    return backward(x, ctx.tau, grad_d, ctx.backend), None, None
+
+
+_matrix_op.register_autograd(_matrix_autograd_backward, setup_context=_matrix_setup_context)
+
+
+class _MatrixFunction(torch.autograd.Function):
+    """The registered op's forward and backward for eager calls."""
+
+    @staticmethod
+    def forward(ctx, x, tau, backend):
+        d = _matrix_forward(x, tau, backend)
+        _matrix_setup_context(ctx, (x, tau, backend), d)
+        return d
+
+    backward = staticmethod(_matrix_autograd_backward)

@@ -1,0 +1,181 @@
+// Pairwise softmax symmetric KL without the [S, S, L] tensor, on rows centred across samples.
+//   p_i = softmax(a_i), a_i = x_i / tau;  D_ij = sum_k (p_ik - p_jk)(a_ik - a_jk) = g_i + g_j - N_ij - N_ji,
+//   with rho = p - mean_i p, alpha = a - mean_i a (centring cancels in the differences), g_i = <rho_i, alpha_i>,
+//   N = rho alpha^T (a matrix product done by the caller).
+//   backward with V = dloss/dD + its transpose, r = V 1:  dloss/da_i = r_i rho_i - (V rho)_i + J_i^T u_i,
+//   u_i = r_i alpha_i - (V alpha)_i, J_i^T u = p_i (u - <p_i, u>).
+// Centring keeps g and N small when the samples are nearly identical, so D ~ 1e-6 keeps float accuracy.
+#include "pairwise_skl.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include <omp.h>
+
+#include "dtype.h"
+
+namespace ddk {
+namespace {
+
+template <typename T>
+double row_lse(const T* row, int64_t length, double inv_tau) {
+  double top = -std::numeric_limits<double>::infinity();
+  for (int64_t k = 0; k < length; ++k) top = std::max(top, static_cast<double>(row[k]) * inv_tau);
+  double sum = 0;
+  for (int64_t k = 0; k < length; ++k) sum += std::exp(static_cast<double>(row[k]) * inv_tau - top);
+  return top + std::log(sum);
+}
+
+// Column sums over rows of f(i, k), in double, each thread over a block of rows, then added in thread order.
+template <typename Fn>
+std::vector<double> column_sums(int64_t samples, int64_t length, int num_threads, Fn&& value) {
+  std::vector<std::vector<double>> partial(num_threads, std::vector<double>(length, 0.0));
+#pragma omp parallel num_threads(num_threads)
+  {
+    std::vector<double>& mine = partial[omp_get_thread_num()];
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < samples; ++i) value(i, mine.data());
+  }
+  std::vector<double> total(length, 0.0);
+  for (const auto& part : partial)
+    for (int64_t k = 0; k < length; ++k) total[k] += part[k];
+  return total;
+}
+
+template <typename T>
+void prepare_kernel(const T* x, int64_t samples, int64_t length, double tau, T* rho, T* alpha, double* g,
+                    double* lse, int num_threads) {
+  const double inv_tau = 1.0 / tau;
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+  for (int64_t i = 0; i < samples; ++i) lse[i] = row_lse(x + i * length, length, inv_tau);
+  std::vector<double> mean_a = column_sums(samples, length, num_threads, [&](int64_t i, double* out) {
+    const T* row = x + i * length;
+    for (int64_t k = 0; k < length; ++k) out[k] += static_cast<double>(row[k]) * inv_tau;
+  });
+  std::vector<double> mean_p = column_sums(samples, length, num_threads, [&](int64_t i, double* out) {
+    const T* row = x + i * length;
+    for (int64_t k = 0; k < length; ++k) out[k] += std::exp(static_cast<double>(row[k]) * inv_tau - lse[i]);
+  });
+  for (int64_t k = 0; k < length; ++k) {
+    mean_a[k] /= static_cast<double>(samples);
+    mean_p[k] /= static_cast<double>(samples);
+  }
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+  for (int64_t i = 0; i < samples; ++i) {
+    const T* row = x + i * length;
+    double dot = 0;
+    for (int64_t k = 0; k < length; ++k) {
+      const double a = static_cast<double>(row[k]) * inv_tau;
+      const double r = std::exp(a - lse[i]) - mean_p[k];
+      const double al = a - mean_a[k];
+      rho[i * length + k] = static_cast<T>(r);
+      alpha[i * length + k] = static_cast<T>(al);
+      dot += static_cast<double>(static_cast<T>(r)) * static_cast<double>(static_cast<T>(al));
+    }
+    g[i] = dot;
+  }
+}
+
+template <typename T>
+double epilogue_kernel(const T* products, int64_t samples, const double* g, T* d, T* weights, double* row_sums,
+                       double scale, int num_threads) {
+  std::vector<double> sums(samples, 0.0);
+#pragma omp parallel for num_threads(num_threads) schedule(dynamic, 16)
+  for (int64_t i = 0; i < samples; ++i) {
+    double total = 0, weight_total = 0;
+    for (int64_t j = 0; j < samples; ++j) {
+      if (j == i) {
+        if (d != nullptr) d[i * samples + j] = T(0);
+        if (weights != nullptr) weights[i * samples + j] = T(0);
+        continue;
+      }
+      const double dij = g[i] + g[j] - static_cast<double>(products[i * samples + j]) -
+                         static_cast<double>(products[j * samples + i]);
+      if (d != nullptr) d[i * samples + j] = static_cast<T>(dij);
+      const double e = std::exp(-dij);
+      total += e;
+      if (weights != nullptr) {
+        weights[i * samples + j] = static_cast<T>(scale * e);
+        weight_total += static_cast<double>(static_cast<T>(scale * e));
+      }
+    }
+    sums[i] = total;
+    if (row_sums != nullptr) row_sums[i] = weight_total;
+  }
+  double total = 0;
+  for (double v : sums) total += v;
+  return total;
+}
+
+template <typename T, typename G>
+void gradient_kernel(const T* x, int64_t samples, int64_t length, double tau, const T* rho, const T* alpha,
+                     const double* lse, const T* v_rho, const T* v_alpha, const double* row_sums, G* grad,
+                     int num_threads) {
+  const double inv_tau = 1.0 / tau;
+#pragma omp parallel num_threads(num_threads)
+  {
+    std::vector<double> p(length), u(length);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < samples; ++i) {
+      const int64_t base = i * length;
+      double inner = 0;
+      for (int64_t k = 0; k < length; ++k) {
+        p[k] = std::exp(static_cast<double>(x[base + k]) * inv_tau - lse[i]);
+        u[k] = row_sums[i] * static_cast<double>(alpha[base + k]) - static_cast<double>(v_alpha[base + k]);
+        inner += p[k] * u[k];
+      }
+      for (int64_t k = 0; k < length; ++k) {
+        const double direct = row_sums[i] * static_cast<double>(rho[base + k]) - static_cast<double>(v_rho[base + k]);
+        grad[base + k] = from_float<G>(static_cast<typename Acc<G>::type>((direct + p[k] * (u[k] - inner)) * inv_tau));
+      }
+    }
+  }
+}
+
+template <typename Fn>
+void dispatch_work(int dtype, Fn&& fn) {
+  if (dtype == 0) return fn(float{});
+  if (dtype == 1) return fn(double{});
+  throw std::invalid_argument("ddkernels._C: pairwise work arrays must be float32 or float64");
+}
+
+}  // namespace
+
+void pairwise_prepare(const void* x, int dtype, int64_t samples, int64_t length, double tau,
+                      const PairwiseState& state, int num_threads) {
+  dispatch_work(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    prepare_kernel<T>(static_cast<const T*>(x), samples, length, tau, static_cast<T*>(state.rho),
+                      static_cast<T*>(state.alpha), state.g, state.lse, num_threads);
+  });
+}
+
+double pairwise_epilogue(const void* products, int dtype, int64_t samples, const double* g, void* d,
+                         void* weights, double* row_sums, double scale, int num_threads) {
+  double total = 0;
+  dispatch_work(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    total = epilogue_kernel<T>(static_cast<const T*>(products), samples, g, static_cast<T*>(d),
+                               static_cast<T*>(weights), row_sums, scale, num_threads);
+  });
+  return total;
+}
+
+void pairwise_gradient(const void* x, int dtype, int64_t samples, int64_t length, double tau,
+                       const PairwiseState& state, const void* v_rho, const void* v_alpha, const double* row_sums,
+                       void* grad, int grad_dtype, int num_threads) {
+  dispatch_work(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    dispatch_dtype(grad_dtype, [&](auto grad_tag) {
+      using G = decltype(grad_tag);
+      gradient_kernel<T, G>(static_cast<const T*>(x), samples, length, tau, static_cast<const T*>(state.rho),
+                            static_cast<const T*>(state.alpha), state.lse, static_cast<const T*>(v_rho),
+                            static_cast<const T*>(v_alpha), row_sums, static_cast<G*>(grad), num_threads);
+    });
+  });
+}
+
+}  // namespace ddk

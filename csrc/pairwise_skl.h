@@ -1,0 +1,30 @@
+#pragma once
+#include <cstdint>
+
+namespace ddk {
+
+// Samples are rows of a contiguous [S, L] array of float (dtype 0) or double (dtype 1); the work arrays
+// (rho, alpha, products, weights) have the same element type. Row statistics are kept in double.
+struct PairwiseState {
+  void* rho;      // [S, L] p_i - pi, pi = column mean of p
+  void* alpha;    // [S, L] a_i - c, a = x / tau, c = column mean of a
+  double* g;      // [S] sum_k rho_ik alpha_ik
+  double* lse;    // [S] log-sum-exp of a_i
+};
+
+void pairwise_prepare(const void* x, int dtype, int64_t samples, int64_t length, double tau,
+                      const PairwiseState& state, int num_threads);
+
+// D_ij = g_i + g_j - N_ij - N_ji from N = rho alpha^T. Writes D (diagonal 0) when d is not null; returns
+// sum over i != j of exp(-D_ij) and, when weights is not null, writes V_ij = scale * exp(-D_ij) (0 on the
+// diagonal) and row_sums_i = sum_j V_ij.
+double pairwise_epilogue(const void* products, int dtype, int64_t samples, const double* g, void* d,
+                         void* weights, double* row_sums, double scale, int num_threads);
+
+// dloss/dx_i = (r_i rho_i - (V rho)_i + p_i (u_i - <p_i, u_i>)) / tau,  u_i = r_i alpha_i - (V alpha)_i,
+// for a symmetric weight matrix V with row sums r; written to grad (contiguous [S, L], grad_dtype).
+void pairwise_gradient(const void* x, int dtype, int64_t samples, int64_t length, double tau,
+                       const PairwiseState& state, const void* v_rho, const void* v_alpha, const double* row_sums,
+                       void* grad, int grad_dtype, int num_threads);
+
+}  // namespace ddk
