@@ -1,10 +1,12 @@
 // Pairwise softmax symmetric KL without the [S, S, L] tensor, on rows centred across samples.
 //   p_i = softmax(a_i), a_i = x_i / tau;  D_ij = sum_k (p_ik - p_jk)(a_ik - a_jk) = g_i + g_j - N_ij - N_ji,
-//   with rho = p - mean_i p, alpha = a - mean_i a (centring cancels in the differences), g_i = <rho_i, alpha_i>,
-//   N = rho alpha^T (a matrix product done by the caller).
+//   with rho = p - mean_i p, alpha = log p - mean_i log p (the centring and log p = a - lse_i cancel in the
+//   differences), g_i = <rho_i, alpha_i>, N = rho alpha^T (a matrix product done by the caller).
 //   backward with V = dloss/dD + its transpose, r = V 1:  dloss/da_i = r_i rho_i - (V rho)_i + J_i^T u_i,
 //   u_i = r_i alpha_i - (V alpha)_i, J_i^T u = p_i (u - <p_i, u>).
-// Centring keeps g and N small when the samples are nearly identical, so D ~ 1e-6 keeps float accuracy.
+// Centring keeps g and N small when the samples are nearly identical, so D ~ 1e-6 keeps float accuracy; log p
+// instead of a keeps alpha O(log L) where p matters even for logits of 1e4. In u_i the row shift lse_i adds a
+// constant per row, which J_i^T removes.
 #include "pairwise_skl.h"
 
 #include <algorithm>
@@ -51,16 +53,16 @@ void prepare_kernel(const T* x, int64_t samples, int64_t length, double tau, T* 
   const double inv_tau = 1.0 / tau;
 #pragma omp parallel for num_threads(num_threads) schedule(static)
   for (int64_t i = 0; i < samples; ++i) lse[i] = row_lse(x + i * length, length, inv_tau);
-  std::vector<double> mean_a = column_sums(samples, length, num_threads, [&](int64_t i, double* out) {
+  std::vector<double> mean_l = column_sums(samples, length, num_threads, [&](int64_t i, double* out) {
     const T* row = x + i * length;
-    for (int64_t k = 0; k < length; ++k) out[k] += static_cast<double>(row[k]) * inv_tau;
+    for (int64_t k = 0; k < length; ++k) out[k] += static_cast<double>(row[k]) * inv_tau - lse[i];
   });
   std::vector<double> mean_p = column_sums(samples, length, num_threads, [&](int64_t i, double* out) {
     const T* row = x + i * length;
     for (int64_t k = 0; k < length; ++k) out[k] += std::exp(static_cast<double>(row[k]) * inv_tau - lse[i]);
   });
   for (int64_t k = 0; k < length; ++k) {
-    mean_a[k] /= static_cast<double>(samples);
+    mean_l[k] /= static_cast<double>(samples);
     mean_p[k] /= static_cast<double>(samples);
   }
 #pragma omp parallel for num_threads(num_threads) schedule(static)
@@ -68,9 +70,9 @@ void prepare_kernel(const T* x, int64_t samples, int64_t length, double tau, T* 
     const T* row = x + i * length;
     double dot = 0;
     for (int64_t k = 0; k < length; ++k) {
-      const double a = static_cast<double>(row[k]) * inv_tau;
-      const double r = std::exp(a - lse[i]) - mean_p[k];
-      const double al = a - mean_a[k];
+      const double l = static_cast<double>(row[k]) * inv_tau - lse[i];
+      const double r = std::exp(l) - mean_p[k];
+      const double al = l - mean_l[k];
       rho[i * length + k] = static_cast<T>(r);
       alpha[i * length + k] = static_cast<T>(al);
       dot += static_cast<double>(static_cast<T>(r)) * static_cast<double>(static_cast<T>(al));
@@ -92,8 +94,9 @@ double epilogue_kernel(const T* products, int64_t samples, const double* g, T* d
         if (weights != nullptr) weights[i * samples + j] = T(0);
         continue;
       }
-      const double dij = g[i] + g[j] - static_cast<double>(products[i * samples + j]) -
-                         static_cast<double>(products[j * samples + i]);
+      // Both sums commute exactly, so D comes out exactly symmetric.
+      const double dij = (g[i] + g[j]) - (static_cast<double>(products[i * samples + j]) +
+                                          static_cast<double>(products[j * samples + i]));
       if (d != nullptr) d[i * samples + j] = static_cast<T>(dij);
       const double e = std::exp(-dij);
       total += e;

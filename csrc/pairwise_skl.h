@@ -7,7 +7,7 @@ namespace ddk {
 // (rho, alpha, products, weights) have the same element type. Row statistics are kept in double.
 struct PairwiseState {
   void* rho;      // [S, L] p_i - pi, pi = column mean of p
-  void* alpha;    // [S, L] a_i - c, a = x / tau, c = column mean of a
+  void* alpha;    // [S, L] log p_i - c, c = column mean of log p
   double* g;      // [S] sum_k rho_ik alpha_ik
   double* lse;    // [S] log-sum-exp of a_i
 };

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import ddkernels
-from ddkernels.ops import multiscale_mse, spectral_kl, spectral_l1
+from ddkernels.ops import multiscale_mse, pairwise_skl, spectral_kl, spectral_l1
 from helpers import device_of, kernel_backends, randn, rel_error
 
 BACKENDS = kernel_backends(multiscale_mse.KERNELS)
@@ -45,6 +45,17 @@ def test_opcheck_spectral_adjoint(backend):
                           (g, torch.tensor(1.5, device=device), [2, 20, 3], 1, torch.float32, backend))
 
 
+@pytest.mark.parametrize("backend", kernel_backends(pairwise_skl.KERNELS))
+@pytest.mark.parametrize("compute_grad", [True, False])
+def test_opcheck_pairwise(backend, compute_grad):
+    device = device_of(backend)
+    x = randn((5, 3, 7), torch.float32, device).requires_grad_(compute_grad)
+    torch.library.opcheck(torch.ops.ddkernels.pairwise_skl_diversity.default, (x, 0.7, backend, compute_grad))
+    torch.library.opcheck(torch.ops.ddkernels.pairwise_skl_matrix.default, (x, 0.7, backend))
+    torch.library.opcheck(torch.ops.ddkernels.pairwise_skl_matrix_backward.default,
+                          (x.detach(), 0.7, randn((5, 5), torch.float32, device), backend))
+
+
 class _Student(torch.nn.Module):
     def __init__(self, seq_len, pred_len):
         super().__init__()
@@ -54,12 +65,17 @@ class _Student(torch.nn.Module):
         return self.linear(x.transpose(1, 2)).transpose(1, 2)
 
 
+def backend_has_pairwise():
+    return ddkernels.current_backend() in pairwise_skl.KERNELS
+
+
 def _kernel_losses(model, x, teacher):
     pred = model(x)
     return (ddkernels.multiscale_mse_loss(pred, teacher)
             + 0.5 * ddkernels.spectral_kl_loss(pred, teacher)
             + 0.5 * ddkernels.spectral_l1_loss(pred, teacher)
-            + 0.25 * ddkernels.spectral_l1_loss(pred, teacher, mode="amplitude", norm="ortho"))
+            + 0.25 * ddkernels.spectral_l1_loss(pred, teacher, mode="amplitude", norm="ortho")
+            + (0.1 * ddkernels.pairwise_skl_diversity(pred) if backend_has_pairwise() else 0.0))
 
 
 def _all_losses(model, x, teacher):

@@ -3,7 +3,7 @@
     p_i = softmax(x_i / tau) over the flattened sample i,  D_ij = sum_k (p_ik - p_jk)(log p_ik - log p_jk)
     diversity = mean over ordered pairs i != j of exp(-D_ij);  matrix = D
     D_ij = g_i + g_j - N_ij - N_ji with N = rho alpha^T on rows centred across samples (rho = p - mean p,
-    alpha = x / tau - mean x / tau, g_i = <rho_i, alpha_i>): one [S, L] x [L, S] product, no [S, S, L] tensor.
+    alpha = log p - mean log p, g_i = <rho_i, alpha_i>): one [S, L] x [L, S] product, no [S, S, L] tensor.
     backward, V = dloss/dD + its transpose, r = V 1: dloss/dx_i = (r_i rho_i - (V rho)_i + p_i (u_i - <p_i, u_i>)) / tau,
     u_i = r_i alpha_i - (V alpha)_i: two [S, S] x [S, L] products. The diversity's gradient is computed in the forward.
 """

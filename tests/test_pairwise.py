@@ -1,0 +1,195 @@
+"""pairwise_skl_diversity and pairwise_skl_matrix kernels against the float64 reference."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ddkernels
+from ddkernels import reference
+from ddkernels.ops import pairwise_skl
+from helpers import INTERPRETED, device_of, kernel_backends, randn, rel_error
+
+BACKENDS = kernel_backends(pairwise_skl.KERNELS)
+
+# (shape, tau): a normal one and deliberately odd ones.
+CASES = [
+    ((10, 7, 19), 1.0),
+    ((2, 3), 1.0),            # S = 2, odd L
+    ((2, 2), 0.1),            # the smallest problem
+    ((13, 5, 7), 10.0),       # prime S, 3-d samples
+    ((7, 97), 0.1),           # prime L, sharp softmax
+    ((33, 2, 3, 2), 1.0),     # 4-d samples
+]
+TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-10, 1e-9)}
+
+
+def _reference_grads(x, tau, upstream):
+    x64 = x.detach().double().requires_grad_()
+    loss = reference.pairwise_skl_diversity(x64, tau)
+    (grad,) = torch.autograd.grad(loss * upstream, x64)
+    return loss, grad
+
+
+def _check(backend, x, tau, upstream=1.7, dtype=torch.float32):
+    x = x.detach().requires_grad_()
+    with ddkernels.use_backend(backend):
+        loss = ddkernels.pairwise_skl_diversity(x, tau)
+    (grad,) = torch.autograd.grad(loss * upstream, x)
+    expected, expected_grad = _reference_grads(x, tau, upstream)
+    loss_tol, grad_tol = TOLERANCE[dtype if backend == "cpu" else torch.float32]
+    assert loss.shape == () and grad.shape == x.shape and grad.dtype == x.dtype
+    assert rel_error(loss, expected) < loss_tol
+    assert rel_error(grad, expected_grad) < grad_tol
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape,tau", CASES)
+def test_diversity_matches_reference(backend, dtype, shape, tau):
+    _check(backend, randn(shape, dtype, device_of(backend)), tau, dtype=dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("upstream", [1.0, -0.3])
+def test_upstream_gradient(backend, upstream):
+    _check(backend, randn((6, 4, 9), torch.float32, device_of(backend)), 1.0, upstream=upstream)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape,tau", CASES)
+def test_matrix_and_its_gradient(backend, dtype, shape, tau):
+    device = device_of(backend)
+    x = randn(shape, dtype, device).requires_grad_()
+    with ddkernels.use_backend(backend):
+        d = ddkernels.pairwise_skl_matrix(x, tau)
+    upstream = randn(d.shape, d.dtype, device)
+    (grad,) = torch.autograd.grad(d, x, upstream)
+    x64 = x.detach().double().requires_grad_()
+    expected = reference.pairwise_skl_matrix(x64, tau)
+    (expected_grad,) = torch.autograd.grad(expected, x64, upstream.double())
+    loss_tol, grad_tol = TOLERANCE[dtype if backend == "cpu" else torch.float32]
+    assert torch.equal(d, d.T) and torch.all(d.diagonal() == 0)
+    assert rel_error(d, expected) < loss_tol * 10  # entries down to ~1e-2 of the largest
+    assert rel_error(grad, expected_grad) < grad_tol
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("spread", [1e-3, 3e-5])
+def test_nearly_identical_samples(backend, spread):
+    """D around 1e-6 and 1e-9: the centred products keep float32 accuracy where g_i + g_j - N_ij - N_ji cancels."""
+    device = device_of(backend)
+    base = randn((1, 7, 48), torch.float32, device)
+    x = base + spread * randn((12, 7, 48), torch.float32, device)
+    d = reference.pairwise_skl_matrix(x.double(), 1.0)
+    assert 0 < float(d[0, 1]) < 1e-5
+    _check(backend, x, 1.0)
+    with ddkernels.use_backend(backend):
+        matrix = ddkernels.pairwise_skl_matrix(x, 1.0)
+    assert rel_error(matrix, d) < 1e-4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("tau", [1e-3, 1.0])
+def test_large_logits(backend, tau):
+    """x / tau near +-1e4 (exp overflows float32 past 88) with O(1) spread, so the softmaxes are not one-hot."""
+    spread = randn((6, 3, 11), torch.float32, device_of(backend)).abs()
+    sign = torch.ones(6, 3, 11, device=spread.device)
+    sign[::2] = -1.0
+    _check(backend, tau * sign * (1e4 - 3.0 * spread), tau)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("view", ["transpose", "step", "expand"])
+def test_non_contiguous(backend, view):
+    base = randn((9, 12, 10), torch.float32, device_of(backend))
+    if view == "transpose":
+        x = base.transpose(1, 2)
+    elif view == "step":
+        x = base[:, ::2, 1::3]
+    else:
+        x = base[:, :1].expand(9, 5, 10)
+    assert not x.is_contiguous()
+    _check(backend, x, 1.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_identical_samples(backend):
+    """Equal samples: D = 0 exactly on those pairs, finite gradients."""
+    x = randn((4, 6, 5), torch.float32, device_of(backend))
+    x[1] = x[0]
+    _check(backend, x, 1.0)
+
+
+LOW_PRECISION = [(b, d) for b in BACKENDS for d in (torch.float16, torch.bfloat16)
+                 if not (b == "triton" and INTERPRETED and d == torch.bfloat16)]
+
+
+@pytest.mark.parametrize("backend,dtype", LOW_PRECISION)
+def test_low_precision(backend, dtype):
+    """Half inputs are computed in float32: float32 loss at float32 accuracy on the rounded inputs; gradients in
+    the input dtype within twice the rounding of the exact one."""
+    x = randn((8, 5, 13), dtype, device_of(backend)).requires_grad_()
+    with ddkernels.use_backend(backend):
+        loss = ddkernels.pairwise_skl_diversity(x, 0.7)
+    (grad,) = torch.autograd.grad(loss * 1.3, x)
+    expected, expected_grad = _reference_grads(x, 0.7, 1.3)
+    assert loss.dtype == torch.float32 and grad.dtype == dtype
+    assert rel_error(loss, expected) < 1e-5
+    assert rel_error(grad, expected_grad) <= 2 * rel_error(expected_grad.to(dtype), expected_grad) + 1e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_without_grad(backend):
+    x = randn((5, 3, 7), torch.float32, device_of(backend)).requires_grad_()
+    with torch.no_grad(), ddkernels.use_backend(backend):
+        loss = ddkernels.pairwise_skl_diversity(x, 1.0)
+    assert not loss.requires_grad
+    assert rel_error(loss, reference.pairwise_skl_diversity(x.double(), 1.0)) < 1e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_retain_graph_backward_twice(backend):
+    x = randn((5, 3, 7), torch.float32, device_of(backend)).requires_grad_()
+    with ddkernels.use_backend(backend):
+        loss = ddkernels.pairwise_skl_diversity(x, 1.0)
+    loss.backward(retain_graph=True)
+    first = x.grad.clone()
+    (loss * 3.0).backward()
+    assert rel_error(x.grad, 4.0 * first) < 1e-6
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_propagates(backend):
+    x = randn((4, 3, 5), torch.float32, device_of(backend))
+    x[2, 1, 3] = float("nan")
+    with ddkernels.use_backend(backend):
+        assert torch.isnan(ddkernels.pairwise_skl_diversity(x, 1.0))
+
+
+def test_gradcheck_cpu():
+    x = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
+    with ddkernels.use_backend("cpu"):
+        assert torch.autograd.gradcheck(lambda a: ddkernels.pairwise_skl_diversity(a, 0.8), (x,))
+        assert torch.autograd.gradcheck(lambda a: ddkernels.pairwise_skl_matrix(a, 0.8), (x,))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=6 if INTERPRETED else 25, deadline=None)
+@given(data=st.data())
+def test_property_shapes(backend, data):
+    samples = data.draw(st.integers(2, 12))
+    sample_shape = tuple(data.draw(st.lists(st.integers(1, 9), min_size=1, max_size=3)))
+    tau = data.draw(st.sampled_from([0.1, 1.0, 10.0]))
+    seed = data.draw(st.integers(0, 2**31 - 1))
+    x = randn((samples,) + sample_shape, torch.float64, device_of(backend), seed)
+    _check(backend, x, tau, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_double_backward_is_a_clear_error(backend):
+    x = randn((4, 3, 5), torch.float32, device_of(backend)).requires_grad_()
+    with ddkernels.use_backend(backend):
+        loss = ddkernels.pairwise_skl_diversity(x, 1.0)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(loss, x, create_graph=True)
