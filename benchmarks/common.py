@@ -45,6 +45,14 @@ def copy_bandwidth(device, nbytes=1 << 28):
     return 2 * nbytes / median
 
 
+def matmul_rate(device, n=2048):
+    """Measured float32 matrix-multiply rate in flop/s (an n x n x n product)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    _, median, _ = time_call(lambda: torch.mm(a, b), device, min_time=1.0)
+    return 2 * n ** 3 / median
+
+
 def device_name(device):
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -18,6 +18,7 @@
 #include <omp.h>
 
 #include "dtype.h"
+#include "fastmath.h"
 
 namespace ddk {
 namespace {
@@ -27,7 +28,7 @@ double row_lse(const T* row, int64_t length, double inv_tau) {
   double top = -std::numeric_limits<double>::infinity();
   for (int64_t k = 0; k < length; ++k) top = std::max(top, static_cast<double>(row[k]) * inv_tau);
   double sum = 0;
-  for (int64_t k = 0; k < length; ++k) sum += std::exp(static_cast<double>(row[k]) * inv_tau - top);
+  for (int64_t k = 0; k < length; ++k) sum += exp_nonpositive(static_cast<double>(row[k]) * inv_tau - top);
   return top + std::log(sum);
 }
 
@@ -59,7 +60,7 @@ void prepare_kernel(const T* x, int64_t samples, int64_t length, double tau, T* 
   });
   std::vector<double> mean_p = column_sums(samples, length, num_threads, [&](int64_t i, double* out) {
     const T* row = x + i * length;
-    for (int64_t k = 0; k < length; ++k) out[k] += std::exp(static_cast<double>(row[k]) * inv_tau - lse[i]);
+    for (int64_t k = 0; k < length; ++k) out[k] += exp_nonpositive(static_cast<double>(row[k]) * inv_tau - lse[i]);
   });
   for (int64_t k = 0; k < length; ++k) {
     mean_l[k] /= static_cast<double>(samples);
@@ -71,7 +72,7 @@ void prepare_kernel(const T* x, int64_t samples, int64_t length, double tau, T* 
     double dot = 0;
     for (int64_t k = 0; k < length; ++k) {
       const double l = static_cast<double>(row[k]) * inv_tau - lse[i];
-      const double r = std::exp(l) - mean_p[k];
+      const double r = exp_nonpositive(l) - mean_p[k];
       const double al = l - mean_l[k];
       rho[i * length + k] = static_cast<T>(r);
       alpha[i * length + k] = static_cast<T>(al);
@@ -81,32 +82,42 @@ void prepare_kernel(const T* x, int64_t samples, int64_t length, double tau, T* 
   }
 }
 
+constexpr int64_t kTile = 32;  // the epilogue reads N in kTile x kTile tiles and their transposed partners
+
 template <typename T>
 double epilogue_kernel(const T* products, int64_t samples, const double* g, T* d, T* weights, double* row_sums,
                        double scale, int num_threads) {
+  const int64_t blocks = (samples + kTile - 1) / kTile;
   std::vector<double> sums(samples, 0.0);
-#pragma omp parallel for num_threads(num_threads) schedule(dynamic, 16)
-  for (int64_t i = 0; i < samples; ++i) {
-    double total = 0, weight_total = 0;
-    for (int64_t j = 0; j < samples; ++j) {
-      if (j == i) {
-        if (d != nullptr) d[i * samples + j] = T(0);
-        if (weights != nullptr) weights[i * samples + j] = T(0);
-        continue;
-      }
-      // Both sums commute exactly, so D comes out exactly symmetric.
-      const double dij = (g[i] + g[j]) - (static_cast<double>(products[i * samples + j]) +
-                                          static_cast<double>(products[j * samples + i]));
-      if (d != nullptr) d[i * samples + j] = static_cast<T>(dij);
-      const double e = std::exp(-dij);
-      total += e;
-      if (weights != nullptr) {
-        weights[i * samples + j] = static_cast<T>(scale * e);
-        weight_total += static_cast<double>(static_cast<T>(scale * e));
+#pragma omp parallel for num_threads(num_threads) schedule(dynamic, 1)
+  for (int64_t ib = 0; ib < blocks; ++ib) {
+    const int64_t i0 = ib * kTile, i1 = std::min(samples, i0 + kTile);
+    double total[kTile] = {0}, weight_total[kTile] = {0};
+    double transposed[kTile][kTile];
+    for (int64_t j0 = 0; j0 < samples; j0 += kTile) {
+      const int64_t j1 = std::min(samples, j0 + kTile);
+      for (int64_t j = j0; j < j1; ++j)
+        for (int64_t i = i0; i < i1; ++i) transposed[i - i0][j - j0] = static_cast<double>(products[j * samples + i]);
+      for (int64_t i = i0; i < i1; ++i) {
+        const T* row = products + i * samples;
+        for (int64_t j = j0; j < j1; ++j) {
+          // Both sums commute exactly, so D comes out exactly symmetric; D >= 0 up to rounding.
+          const double dij = (g[i] + g[j]) - (static_cast<double>(row[j]) + transposed[i - i0][j - j0]);
+          const double e = j == i ? 0.0 : exp_nonpositive(-dij);
+          total[i - i0] += e;
+          if (d != nullptr) d[i * samples + j] = j == i ? T(0) : static_cast<T>(dij);
+          if (weights != nullptr) {
+            const T w = static_cast<T>(scale * e);
+            weights[i * samples + j] = w;
+            weight_total[i - i0] += static_cast<double>(w);
+          }
+        }
       }
     }
-    sums[i] = total;
-    if (row_sums != nullptr) row_sums[i] = weight_total;
+    for (int64_t i = i0; i < i1; ++i) {
+      sums[i] = total[i - i0];
+      if (row_sums != nullptr) row_sums[i] = weight_total[i - i0];
+    }
   }
   double total = 0;
   for (double v : sums) total += v;
@@ -126,7 +137,7 @@ void gradient_kernel(const T* x, int64_t samples, int64_t length, double tau, co
       const int64_t base = i * length;
       double inner = 0;
       for (int64_t k = 0; k < length; ++k) {
-        p[k] = std::exp(static_cast<double>(x[base + k]) * inv_tau - lse[i]);
+        p[k] = exp_nonpositive(static_cast<double>(x[base + k]) * inv_tau - lse[i]);
         u[k] = row_sums[i] * static_cast<double>(alpha[base + k]) - static_cast<double>(v_alpha[base + k]);
         inner += p[k] * u[k];
       }

@@ -10,37 +10,16 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <stdexcept>
 #include <vector>
+
+#include "fastmath.h"
 
 namespace ddk {
 namespace {
 
 constexpr double kZeroTolerance = 1e-6;
 
-// e^x for the softmax terms (x <= 0). float: Cody-Waite reduction to |r| <= ln2/2 and a degree-7 Taylor
-// polynomial (error under 2 ulp), branch-free so the loops vectorise; 0 below e^-87. double: std::exp.
-inline float softmax_exp(float x) {
-  const float clamped = std::max(x, -87.0f);
-  const int32_t whole = static_cast<int32_t>(clamped * 1.44269504088896341f - 0.5f);  // round(x / ln2), x <= 0
-  const float n = static_cast<float>(whole);
-  const float r = (clamped - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;
-  float poly = 1.0f / 5040.0f;
-  poly = poly * r + 1.0f / 720.0f;
-  poly = poly * r + 1.0f / 120.0f;
-  poly = poly * r + 1.0f / 24.0f;
-  poly = poly * r + 1.0f / 6.0f;
-  poly = poly * r + 0.5f;
-  poly = poly * r + 1.0f;
-  poly = poly * r + 1.0f;
-  const int32_t bits = (whole + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return x >= -87.0f ? poly * scale : 0.0f;
-}
-
-inline double softmax_exp(double x) { return std::exp(x); }
 
 inline bool interior_bin(int64_t k, int64_t length) { return k > 0 && 2 * k != length; }
 
@@ -162,8 +141,8 @@ double kl_kernel(const T* s, const Strides3& ss, const T* t, const Strides3& ts,
       }
       double sum_s = 0, sum_t = 0;
       for (int64_t k = 0; k < used; ++k) {
-        q[k] = softmax_exp(static_cast<T>(mag_s[k] * inv_tau - max_s));  // at the input's precision
-        p[k] = softmax_exp(static_cast<T>(mag_t[k] * inv_tau - max_t));
+        q[k] = exp_nonpositive(static_cast<T>(mag_s[k] * inv_tau - max_s));  // at the input's precision
+        p[k] = exp_nonpositive(static_cast<T>(mag_t[k] * inv_tau - max_t));
         sum_s += q[k];
         sum_t += p[k];
       }

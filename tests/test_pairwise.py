@@ -39,7 +39,10 @@ def _check(backend, x, tau, upstream=1.7, dtype=torch.float32):
     loss_tol, grad_tol = TOLERANCE[dtype if backend == "cpu" else torch.float32]
     assert loss.shape == () and grad.shape == x.shape and grad.dtype == x.dtype
     assert rel_error(loss, expected) < loss_tol
-    assert rel_error(grad, expected_grad) < grad_tol
+    if float(expected_grad.abs().max()) == 0.0:  # one value per sample: every softmax is 1, D = 0
+        assert float(grad.abs().max()) < grad_tol * 1e-2
+    else:
+        assert rel_error(grad, expected_grad) < grad_tol
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

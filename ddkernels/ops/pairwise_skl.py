@@ -85,16 +85,16 @@ def _cpu_epilogue(state, tau, with_matrix, weight_scale):
     return total, d, weights, row_sums
 
 
-def _cpu_gradient(x, tau, state, weights, row_sums):
-    """dloss/dx for symmetric weights V = dloss/dD + its transpose, shaped and typed like x."""
+def _cpu_gradient(x, tau, state, weights, row_sums, dtype):
+    """dloss/dx for symmetric weights V = dloss/dD + its transpose, shaped like x, of ``dtype``."""
     x2, rho, alpha, g, lse = state
     samples, length = x2.shape
     v_rho, v_alpha = torch.mm(weights, rho), torch.mm(weights, alpha)
-    grad = torch.empty(x.shape, dtype=x.dtype)
+    grad = torch.empty(x.shape, dtype=dtype)
     cpu_extension().pairwise_gradient(
         x2.data_ptr(), DTYPE_CODES[x2.dtype], samples, length, tau, rho.data_ptr(), alpha.data_ptr(), g.data_ptr(),
         lse.data_ptr(), v_rho.data_ptr(), v_alpha.data_ptr(), row_sums.data_ptr(), grad.data_ptr(),
-        DTYPE_CODES[x.dtype], torch.get_num_threads())
+        DTYPE_CODES[dtype], torch.get_num_threads())
     return grad
 
 
@@ -110,7 +110,8 @@ def _diversity_forward(x, tau, backend, compute_grad):
     # V = 2 dloss/dD (D and its weights are symmetric), dloss/dD_ij = -exp(-D_ij) / pairs.
     total, _, weights, row_sums = _cpu_epilogue(state, tau, False, -2.0 / pairs if compute_grad else None)
     loss = torch.tensor(total / pairs, dtype=accumulate_dtype(x.dtype))
-    grad = _cpu_gradient(x, tau, state, weights, row_sums) if compute_grad else x.new_empty(0)
+    # Kept in the work dtype: backward scales it, then rounds once to x's dtype.
+    grad = _cpu_gradient(x, tau, state, weights, row_sums, state[0].dtype) if compute_grad else x.new_empty(0)
     return loss, grad
 
 
@@ -124,7 +125,7 @@ def _matrix_backward(x, tau, grad_d, backend):
     _check_backend("pairwise_skl_matrix", backend)
     state = _cpu_prepare(x, tau)
     weights = (grad_d + grad_d.t()).to(state[0].dtype).contiguous()
-    return _cpu_gradient(x, tau, state, weights, weights.sum(1, dtype=torch.float64))
+    return _cpu_gradient(x, tau, state, weights, weights.sum(1, dtype=torch.float64), x.dtype)
 
 
 @torch.library.custom_op("ddkernels::pairwise_skl_diversity", mutates_args=())
@@ -134,7 +135,7 @@ def _diversity_op(x: Tensor, tau: float, backend: str, compute_grad: bool) -> Tu
 
 @_diversity_op.register_fake
 def _(x, tau, backend, compute_grad):
-    grad = torch.empty(x.shape, dtype=x.dtype, device=x.device) if compute_grad else x.new_empty(0)
+    grad = torch.empty(x.shape, dtype=_work_dtype(x.dtype), device=x.device) if compute_grad else x.new_empty(0)
     return x.new_empty((), dtype=accumulate_dtype(x.dtype)), grad
 
 
@@ -142,6 +143,7 @@ def _diversity_setup_context(ctx, inputs, output):
     _, grad = output
     ctx.mark_non_differentiable(grad)
     ctx.save_for_backward(grad)
+    ctx.dtype = inputs[0].dtype
 
 
 def _double_backward_check(grad_output, op_name):
@@ -153,7 +155,7 @@ def _double_backward_check(grad_output, op_name):
 def _diversity_backward(ctx, grad_loss, grad_grad):
     _double_backward_check(grad_loss, "pairwise_skl_diversity")
     (grad,) = ctx.saved_tensors
-    return scale_gradient(grad, grad_loss), None, None, None
+    return scale_gradient(grad, grad_loss).to(ctx.dtype), None, None, None
 
 
 _diversity_op.register_autograd(_diversity_backward, setup_context=_diversity_setup_context)
@@ -165,7 +167,7 @@ class _DiversityFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, tau, backend, compute_grad):
         output = _diversity_forward(x, tau, backend, compute_grad)
-        _diversity_setup_context(ctx, None, output)
+        _diversity_setup_context(ctx, (x, tau, backend, compute_grad), output)
         return output
 
     backward = staticmethod(_diversity_backward)
