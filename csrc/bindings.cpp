@@ -63,29 +63,36 @@ double spectral_kl(uintptr_t s, std::vector<int64_t> s_strides, uintptr_t t, std
                           length, tau, num_threads);
 }
 
-ddk::PairwiseState pairwise_state(uintptr_t rho, uintptr_t alpha, uintptr_t g, uintptr_t lse) {
-  return {as_pointer(rho), as_pointer(alpha), static_cast<double*>(as_pointer(g)), static_cast<double*>(as_pointer(lse))};
+ddk::PairwiseState pairwise_state(uintptr_t rho, uintptr_t alpha, uintptr_t g, uintptr_t lse, uintptr_t norms) {
+  return {as_pointer(rho), as_pointer(alpha), static_cast<double*>(as_pointer(g)),
+          static_cast<double*>(as_pointer(lse)), static_cast<double*>(as_pointer(norms))};
 }
 
 void pairwise_prepare(uintptr_t x, int dtype, int64_t samples, int64_t length, double tau, uintptr_t rho,
-                      uintptr_t alpha, uintptr_t g, uintptr_t lse, int num_threads) {
+                      uintptr_t alpha, uintptr_t g, uintptr_t lse, uintptr_t norms, int num_threads) {
   py::gil_scoped_release release;
-  ddk::pairwise_prepare(as_pointer(x), dtype, samples, length, tau, pairwise_state(rho, alpha, g, lse), num_threads);
+  ddk::pairwise_prepare(as_pointer(x), dtype, samples, length, tau, pairwise_state(rho, alpha, g, lse, norms),
+                        num_threads);
 }
 
-double pairwise_epilogue(uintptr_t products, int dtype, int64_t samples, uintptr_t g, uintptr_t d, uintptr_t weights,
-                         uintptr_t row_sums, double scale, int num_threads) {
-  py::gil_scoped_release release;
-  return ddk::pairwise_epilogue(as_pointer(products), dtype, samples, static_cast<double*>(as_pointer(g)),
-                                as_pointer(d), as_pointer(weights), static_cast<double*>(as_pointer(row_sums)), scale,
-                                num_threads);
+py::tuple pairwise_epilogue(uintptr_t products, int dtype, int64_t samples, uintptr_t g, uintptr_t norms, uintptr_t d,
+                            uintptr_t weights, uintptr_t row_sums, double scale, double cancellation_limit,
+                            int num_threads) {
+  ddk::PairwiseSums sums;
+  {
+    py::gil_scoped_release release;
+    sums = ddk::pairwise_epilogue(as_pointer(products), dtype, samples, pairwise_state(0, 0, g, 0, norms),
+                                  as_pointer(d), as_pointer(weights), static_cast<double*>(as_pointer(row_sums)),
+                                  scale, cancellation_limit, num_threads);
+  }
+  return py::make_tuple(sums.total, sums.ill_pairs);
 }
 
 void pairwise_gradient(uintptr_t x, int dtype, int64_t samples, int64_t length, double tau, uintptr_t rho,
-                       uintptr_t alpha, uintptr_t g, uintptr_t lse, uintptr_t v_rho, uintptr_t v_alpha,
-                       uintptr_t row_sums, uintptr_t grad, int grad_dtype, int num_threads) {
+                       uintptr_t alpha, uintptr_t lse, uintptr_t v_rho, uintptr_t v_alpha, uintptr_t row_sums,
+                       uintptr_t grad, int grad_dtype, int num_threads) {
   py::gil_scoped_release release;
-  ddk::pairwise_gradient(as_pointer(x), dtype, samples, length, tau, pairwise_state(rho, alpha, g, lse),
+  ddk::pairwise_gradient(as_pointer(x), dtype, samples, length, tau, pairwise_state(rho, alpha, 0, lse, 0),
                          as_pointer(v_rho), as_pointer(v_alpha), static_cast<double*>(as_pointer(row_sums)),
                          as_pointer(grad), grad_dtype, num_threads);
 }
@@ -110,14 +117,16 @@ PYBIND11_MODULE(_C, m) {
         "Spectral KL(teacher || student) on rFFT spectra [outer, bins, inner]; writes irfft-ready gradients with "
         "grad_strides to grad_s / grad_t (0: skip). Returns the loss.");
   m.def("pairwise_prepare", &pairwise_prepare, py::arg("x"), py::arg("dtype"), py::arg("samples"), py::arg("length"),
-        py::arg("tau"), py::arg("rho"), py::arg("alpha"), py::arg("g"), py::arg("lse"), py::arg("num_threads"),
-        "Row statistics of the pairwise symmetric KL: centred softmax rho, centred logits alpha, g, lse.");
+        py::arg("tau"), py::arg("rho"), py::arg("alpha"), py::arg("g"), py::arg("lse"), py::arg("norms"),
+        py::arg("num_threads"),
+        "Row statistics of the pairwise symmetric KL: centred softmax rho, centred log-softmax alpha, g, lse, norms.");
   m.def("pairwise_epilogue", &pairwise_epilogue, py::arg("products"), py::arg("dtype"), py::arg("samples"),
-        py::arg("g"), py::arg("d"), py::arg("weights"), py::arg("row_sums"), py::arg("scale"), py::arg("num_threads"),
+        py::arg("g"), py::arg("norms"), py::arg("d"), py::arg("weights"), py::arg("row_sums"), py::arg("scale"),
+        py::arg("cancellation_limit"), py::arg("num_threads"),
         "D from N = rho alpha^T; writes D and/or weights scale * exp(-D) with row sums (0: skip). "
-        "Returns sum over i != j of exp(-D_ij).");
+        "Returns (sum over i != j of exp(-D_ij), number of pairs that cancel beyond the limit).");
   m.def("pairwise_gradient", &pairwise_gradient, py::arg("x"), py::arg("dtype"), py::arg("samples"),
-        py::arg("length"), py::arg("tau"), py::arg("rho"), py::arg("alpha"), py::arg("g"), py::arg("lse"),
-        py::arg("v_rho"), py::arg("v_alpha"), py::arg("row_sums"), py::arg("grad"), py::arg("grad_dtype"),
-        py::arg("num_threads"), "dloss/dx from V rho, V alpha and the row sums of the symmetric weights V.");
+        py::arg("length"), py::arg("tau"), py::arg("rho"), py::arg("alpha"), py::arg("lse"), py::arg("v_rho"),
+        py::arg("v_alpha"), py::arg("row_sums"), py::arg("grad"), py::arg("grad_dtype"), py::arg("num_threads"),
+        "dloss/dx from V rho, V alpha and the row sums of the symmetric weights V.");
 }

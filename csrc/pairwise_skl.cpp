@@ -50,7 +50,7 @@ std::vector<double> column_sums(int64_t samples, int64_t length, int num_threads
 
 template <typename T>
 void prepare_kernel(const T* x, int64_t samples, int64_t length, double tau, T* rho, T* alpha, double* g,
-                    double* lse, int num_threads) {
+                    double* lse, double* norms, int num_threads) {
   const double inv_tau = 1.0 / tau;
 #pragma omp parallel for num_threads(num_threads) schedule(static)
   for (int64_t i = 0; i < samples; ++i) lse[i] = row_lse(x + i * length, length, inv_tau);
@@ -69,30 +69,38 @@ void prepare_kernel(const T* x, int64_t samples, int64_t length, double tau, T* 
 #pragma omp parallel for num_threads(num_threads) schedule(static)
   for (int64_t i = 0; i < samples; ++i) {
     const T* row = x + i * length;
-    double dot = 0;
+    double dot = 0, rho_squares = 0, alpha_squares = 0;
     for (int64_t k = 0; k < length; ++k) {
       const double l = static_cast<double>(row[k]) * inv_tau - lse[i];
-      const double r = exp_nonpositive(l) - mean_p[k];
-      const double al = l - mean_l[k];
-      rho[i * length + k] = static_cast<T>(r);
-      alpha[i * length + k] = static_cast<T>(al);
-      dot += static_cast<double>(static_cast<T>(r)) * static_cast<double>(static_cast<T>(al));
+      const T r = static_cast<T>(exp_nonpositive(l) - mean_p[k]);
+      const T al = static_cast<T>(l - mean_l[k]);
+      rho[i * length + k] = r;
+      alpha[i * length + k] = al;
+      dot += static_cast<double>(r) * static_cast<double>(al);
+      rho_squares += static_cast<double>(r) * static_cast<double>(r);
+      alpha_squares += static_cast<double>(al) * static_cast<double>(al);
     }
     g[i] = dot;
+    norms[i] = std::sqrt(rho_squares);
+    norms[samples + i] = std::sqrt(alpha_squares);
   }
 }
 
 constexpr int64_t kTile = 32;  // the epilogue reads N in kTile x kTile tiles and their transposed partners
 
 template <typename T>
-double epilogue_kernel(const T* products, int64_t samples, const double* g, T* d, T* weights, double* row_sums,
-                       double scale, int num_threads) {
+PairwiseSums epilogue_kernel(const T* products, int64_t samples, const double* g, const double* norms, T* d,
+                             T* weights, double* row_sums, double scale, double cancellation_limit, int num_threads) {
   const int64_t blocks = (samples + kTile - 1) / kTile;
+  const double* norm_rho = norms;
+  const double* norm_alpha = norms + samples;
   std::vector<double> sums(samples, 0.0);
+  std::vector<int64_t> ill(samples, 0);
 #pragma omp parallel for num_threads(num_threads) schedule(dynamic, 1)
   for (int64_t ib = 0; ib < blocks; ++ib) {
     const int64_t i0 = ib * kTile, i1 = std::min(samples, i0 + kTile);
     double total[kTile] = {0}, weight_total[kTile] = {0};
+    int64_t ill_pairs[kTile] = {0};
     double transposed[kTile][kTile];
     for (int64_t j0 = 0; j0 < samples; j0 += kTile) {
       const int64_t j1 = std::min(samples, j0 + kTile);
@@ -105,6 +113,8 @@ double epilogue_kernel(const T* products, int64_t samples, const double* g, T* d
           const double dij = (g[i] + g[j]) - (static_cast<double>(row[j]) + transposed[i - i0][j - j0]);
           const double e = j == i ? 0.0 : exp_nonpositive(-dij);
           total[i - i0] += e;
+          const double magnitude = (norm_rho[i] + norm_rho[j]) * (norm_alpha[i] + norm_alpha[j]);
+          ill_pairs[i - i0] += (j != i && dij < cancellation_limit * magnitude) ? 1 : 0;
           if (d != nullptr) d[i * samples + j] = j == i ? T(0) : static_cast<T>(dij);
           if (weights != nullptr) {
             const T w = static_cast<T>(scale * e);
@@ -116,12 +126,16 @@ double epilogue_kernel(const T* products, int64_t samples, const double* g, T* d
     }
     for (int64_t i = i0; i < i1; ++i) {
       sums[i] = total[i - i0];
+      ill[i] = ill_pairs[i - i0];
       if (row_sums != nullptr) row_sums[i] = weight_total[i - i0];
     }
   }
-  double total = 0;
-  for (double v : sums) total += v;
-  return total;
+  PairwiseSums result{0.0, 0};
+  for (int64_t i = 0; i < samples; ++i) {
+    result.total += sums[i];
+    result.ill_pairs += ill[i];
+  }
+  return result;
 }
 
 template <typename T, typename G>
@@ -163,19 +177,20 @@ void pairwise_prepare(const void* x, int dtype, int64_t samples, int64_t length,
   dispatch_work(dtype, [&](auto tag) {
     using T = decltype(tag);
     prepare_kernel<T>(static_cast<const T*>(x), samples, length, tau, static_cast<T*>(state.rho),
-                      static_cast<T*>(state.alpha), state.g, state.lse, num_threads);
+                      static_cast<T*>(state.alpha), state.g, state.lse, state.norms, num_threads);
   });
 }
 
-double pairwise_epilogue(const void* products, int dtype, int64_t samples, const double* g, void* d,
-                         void* weights, double* row_sums, double scale, int num_threads) {
-  double total = 0;
+PairwiseSums pairwise_epilogue(const void* products, int dtype, int64_t samples, const PairwiseState& state,
+                               void* d, void* weights, double* row_sums, double scale, double cancellation_limit,
+                               int num_threads) {
+  PairwiseSums result{0.0, 0};
   dispatch_work(dtype, [&](auto tag) {
     using T = decltype(tag);
-    total = epilogue_kernel<T>(static_cast<const T*>(products), samples, g, static_cast<T*>(d),
-                               static_cast<T*>(weights), row_sums, scale, num_threads);
+    result = epilogue_kernel<T>(static_cast<const T*>(products), samples, state.g, state.norms, static_cast<T*>(d),
+                                static_cast<T*>(weights), row_sums, scale, cancellation_limit, num_threads);
   });
-  return total;
+  return result;
 }
 
 void pairwise_gradient(const void* x, int dtype, int64_t samples, int64_t length, double tau,

@@ -10,16 +10,24 @@ struct PairwiseState {
   void* alpha;    // [S, L] log p_i - c, c = column mean of log p
   double* g;      // [S] sum_k rho_ik alpha_ik
   double* lse;    // [S] log-sum-exp of a_i
+  double* norms;  // [2, S] |rho_i| and |alpha_i| (as rounded to the work type)
+};
+
+struct PairwiseSums {
+  double total;          // sum over i != j of exp(-D_ij)
+  int64_t ill_pairs;     // pairs whose D cancels by more than the limit (see pairwise_epilogue)
 };
 
 void pairwise_prepare(const void* x, int dtype, int64_t samples, int64_t length, double tau,
                       const PairwiseState& state, int num_threads);
 
-// D_ij = g_i + g_j - N_ij - N_ji from N = rho alpha^T. Writes D (diagonal 0) when d is not null; returns
-// sum over i != j of exp(-D_ij) and, when weights is not null, writes V_ij = scale * exp(-D_ij) (0 on the
-// diagonal) and row_sums_i = sum_j V_ij.
-double pairwise_epilogue(const void* products, int dtype, int64_t samples, const double* g, void* d,
-                         void* weights, double* row_sums, double scale, int num_threads);
+// D_ij = g_i + g_j - N_ij - N_ji from N = rho alpha^T. Writes D (diagonal 0) when d is not null and, when
+// weights is not null, V_ij = scale * exp(-D_ij) (0 on the diagonal) and row_sums_i = sum_j V_ij. Counts the
+// pairs with D_ij < cancellation_limit * (|rho_i| + |rho_j|)(|alpha_i| + |alpha_j|): there the products' rounding
+// is not small against D, and the caller redoes the work in double.
+PairwiseSums pairwise_epilogue(const void* products, int dtype, int64_t samples, const PairwiseState& state,
+                               void* d, void* weights, double* row_sums, double scale, double cancellation_limit,
+                               int num_threads);
 
 // dloss/dx_i = (r_i rho_i - (V rho)_i + p_i (u_i - <p_i, u_i>)) / tau,  u_i = r_i alpha_i - (V alpha)_i,
 // for a symmetric weight matrix V with row sums r; written to grad (contiguous [S, L], grad_dtype).

@@ -4,6 +4,7 @@
     diversity = mean over ordered pairs i != j of exp(-D_ij);  matrix = D
     D_ij = g_i + g_j - N_ij - N_ji with N = rho alpha^T on rows centred across samples (rho = p - mean p,
     alpha = log p - mean log p, g_i = <rho_i, alpha_i>): one [S, L] x [L, S] product, no [S, S, L] tensor.
+    Products in float32 on CPU unless some D cancels too much (then float64), in float64 on GPU.
     backward, V = dloss/dD + its transpose, r = V 1: dloss/dx_i = (r_i rho_i - (V rho)_i + p_i (u_i - <p_i, u_i>)) / tau,
     u_i = r_i alpha_i - (V alpha)_i: two [S, S] x [S, L] products. The diversity's gradient is computed in the forward.
 """
@@ -17,7 +18,7 @@ from ddkernels._backend import accumulate_dtype, cpu_extension, resolve
 from ddkernels._validation import check_float_tensor, check_tau
 from ddkernels.ops._common import DTYPE_CODES, plain_eager, scale_gradient
 
-KERNELS = ("cpu",)
+KERNELS = ("triton", "cpu")
 
 
 def _check_samples(x, tau):
@@ -54,78 +55,110 @@ def pairwise_skl_matrix(x, tau=1.0):
     return op(x, tau, backend)
 
 
-def _work_dtype(dtype):
-    return torch.float64 if dtype == torch.float64 else torch.float32
+# A float32 pass in which some D_ij cancels by more than 1 / CANCELLATION_LIMIT (D_ij against the size of the
+# products it is the difference of) is redone in float64: there float32 products cannot give D, nor the gradient,
+# to float32 accuracy. Such pairs are nearly identical samples among distinct ones.
+CANCELLATION_LIMIT = 1e-2
 
 
-def _cpu_prepare(x, tau):
-    """(x2, rho, alpha, g, lse): the samples as contiguous [S, L] in the work dtype and their row statistics."""
-    x2 = x.reshape(x.shape[0], -1).to(_work_dtype(x.dtype)).contiguous()
+def _prepare(x, tau, backend, work):
+    """(x2, rho, alpha, g, lse, norms): the samples as contiguous [S, L] of dtype ``work``, their row statistics."""
+    x2 = x.reshape(x.shape[0], -1).to(work).contiguous()
+    if backend == "triton":
+        from ddkernels.kernels import pairwise_skl as kernels
+        return (x2,) + kernels.prepare(x2, tau)
     samples, length = x2.shape
     rho, alpha = torch.empty_like(x2), torch.empty_like(x2)
-    g = torch.empty(samples, dtype=torch.float64)
-    lse = torch.empty(samples, dtype=torch.float64)
-    cpu_extension().pairwise_prepare(x2.data_ptr(), DTYPE_CODES[x2.dtype], samples, length, tau, rho.data_ptr(),
-                                     alpha.data_ptr(), g.data_ptr(), lse.data_ptr(), torch.get_num_threads())
-    return x2, rho, alpha, g, lse
+    g, lse = torch.empty(samples, dtype=torch.float64), torch.empty(samples, dtype=torch.float64)
+    norms = torch.empty((2, samples), dtype=torch.float64)
+    cpu_extension().pairwise_prepare(x2.data_ptr(), DTYPE_CODES[work], samples, length, tau, rho.data_ptr(),
+                                     alpha.data_ptr(), g.data_ptr(), lse.data_ptr(), norms.data_ptr(),
+                                     torch.get_num_threads())
+    return x2, rho, alpha, g, lse, norms
 
 
-def _cpu_epilogue(state, tau, with_matrix, weight_scale):
-    """(sum over i != j of exp(-D_ij), D or None, V = weight_scale * exp(-D) or None, row sums of V or None)."""
-    x2, rho, alpha, g, _ = state
+def _epilogue(state, with_matrix, weight_scale, backend):
+    """(sum over i != j of exp(-D_ij) as a 0-d float64 tensor, D or None, V = weight_scale * exp(-D) or None,
+    row sums of V or None, number of pairs cancelling beyond CANCELLATION_LIMIT)."""
+    x2, rho, alpha, g, _, norms = state
+    if backend == "triton":
+        from ddkernels.kernels import pairwise_skl as kernels
+        return kernels.epilogue(rho, alpha, g, with_matrix, weight_scale) + (0,)
     samples = x2.shape[0]
     products = torch.mm(rho, alpha.t())
     d = torch.empty((samples, samples), dtype=x2.dtype) if with_matrix else None
     weights = torch.empty((samples, samples), dtype=x2.dtype) if weight_scale is not None else None
     row_sums = torch.empty(samples, dtype=torch.float64) if weight_scale is not None else None
-    total = cpu_extension().pairwise_epilogue(
-        products.data_ptr(), DTYPE_CODES[x2.dtype], samples, g.data_ptr(), 0 if d is None else d.data_ptr(),
-        0 if weights is None else weights.data_ptr(), 0 if row_sums is None else row_sums.data_ptr(),
-        0.0 if weight_scale is None else weight_scale, torch.get_num_threads())
-    return total, d, weights, row_sums
+    total, ill_pairs = cpu_extension().pairwise_epilogue(
+        products.data_ptr(), DTYPE_CODES[x2.dtype], samples, g.data_ptr(), norms.data_ptr(),
+        0 if d is None else d.data_ptr(), 0 if weights is None else weights.data_ptr(),
+        0 if row_sums is None else row_sums.data_ptr(), 0.0 if weight_scale is None else weight_scale,
+        CANCELLATION_LIMIT, torch.get_num_threads())
+    return torch.tensor(total, dtype=torch.float64), d, weights, row_sums, ill_pairs
 
 
-def _cpu_gradient(x, tau, state, weights, row_sums, dtype):
+def _prepare_and_reduce(x, tau, backend, with_matrix, weight_scale):
+    """(state, epilogue outputs) in float32 work arrays on the cpu backend when that is accurate, else float64;
+    always float64 on the triton backend (tensor-core float64 products)."""
+    if backend == "cpu" and x.dtype != torch.float64:
+        state = _prepare(x, tau, backend, torch.float32)
+        outputs = _epilogue(state, with_matrix, weight_scale, backend)
+        if outputs[-1] == 0:
+            return state, outputs
+    state = _prepare(x, tau, backend, torch.float64)
+    return state, _epilogue(state, with_matrix, weight_scale, backend)
+
+
+def _gradient(x, tau, state, weights, row_sums, dtype, backend):
     """dloss/dx for symmetric weights V = dloss/dD + its transpose, shaped like x, of ``dtype``."""
-    x2, rho, alpha, g, lse = state
+    x2, rho, alpha, _, lse, _ = state
+    if backend == "triton":
+        from ddkernels.kernels import pairwise_skl as kernels
+        upstream = torch.ones((), dtype=torch.float32, device=x.device)
+        return kernels.gradient(x2, tau, rho, alpha, lse, weights, row_sums, upstream, x.shape, dtype)
     samples, length = x2.shape
     v_rho, v_alpha = torch.mm(weights, rho), torch.mm(weights, alpha)
     grad = torch.empty(x.shape, dtype=dtype)
     cpu_extension().pairwise_gradient(
-        x2.data_ptr(), DTYPE_CODES[x2.dtype], samples, length, tau, rho.data_ptr(), alpha.data_ptr(), g.data_ptr(),
+        x2.data_ptr(), DTYPE_CODES[x2.dtype], samples, length, tau, rho.data_ptr(), alpha.data_ptr(),
         lse.data_ptr(), v_rho.data_ptr(), v_alpha.data_ptr(), row_sums.data_ptr(), grad.data_ptr(),
         DTYPE_CODES[dtype], torch.get_num_threads())
     return grad
 
 
 def _check_backend(name, backend):
-    if backend != "cpu":
-        raise ValueError(f"ddkernels::{name}: backend must be 'cpu', got {backend!r}")
+    if backend not in KERNELS:
+        raise ValueError(f"ddkernels::{name}: backend must be one of {KERNELS}, got {backend!r}")
 
 
 def _diversity_forward(x, tau, backend, compute_grad):
     _check_backend("pairwise_skl_diversity", backend)
-    state = _cpu_prepare(x, tau)
     pairs = x.shape[0] * (x.shape[0] - 1)
     # V = 2 dloss/dD (D and its weights are symmetric), dloss/dD_ij = -exp(-D_ij) / pairs.
-    total, _, weights, row_sums = _cpu_epilogue(state, tau, False, -2.0 / pairs if compute_grad else None)
-    loss = torch.tensor(total / pairs, dtype=accumulate_dtype(x.dtype))
-    # Kept in the work dtype: backward scales it, then rounds once to x's dtype.
-    grad = _cpu_gradient(x, tau, state, weights, row_sums, state[0].dtype) if compute_grad else x.new_empty(0)
+    state, (total, _, weights, row_sums, _) = _prepare_and_reduce(x, tau, backend, False,
+                                                                   -2.0 / pairs if compute_grad else None)
+    loss = (total / pairs).to(accumulate_dtype(x.dtype))
+    # Kept in float32 or float64: backward scales it, then rounds once to x's dtype.
+    grad = _gradient(x, tau, state, weights, row_sums, _gradient_dtype(x.dtype), backend) if compute_grad \
+        else x.new_empty(0)
     return loss, grad
+
+
+def _gradient_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _matrix_forward(x, tau, backend):
     _check_backend("pairwise_skl_matrix", backend)
-    _, d, _, _ = _cpu_epilogue(_cpu_prepare(x, tau), tau, True, None)
+    _, (_, d, _, _, _) = _prepare_and_reduce(x, tau, backend, True, None)
     return d.to(accumulate_dtype(x.dtype))
 
 
 def _matrix_backward(x, tau, grad_d, backend):
     _check_backend("pairwise_skl_matrix", backend)
-    state = _cpu_prepare(x, tau)
-    weights = (grad_d + grad_d.t()).to(state[0].dtype).contiguous()
-    return _cpu_gradient(x, tau, state, weights, weights.sum(1, dtype=torch.float64), x.dtype)
+    state = _prepare(x, tau, backend, torch.float64)
+    weights = (grad_d + grad_d.t()).to(torch.float64).contiguous()
+    return _gradient(x, tau, state, weights, weights.sum(1), x.dtype, backend)
 
 
 @torch.library.custom_op("ddkernels::pairwise_skl_diversity", mutates_args=())
@@ -135,7 +168,7 @@ def _diversity_op(x: Tensor, tau: float, backend: str, compute_grad: bool) -> Tu
 
 @_diversity_op.register_fake
 def _(x, tau, backend, compute_grad):
-    grad = torch.empty(x.shape, dtype=_work_dtype(x.dtype), device=x.device) if compute_grad else x.new_empty(0)
+    grad = torch.empty(x.shape, dtype=_gradient_dtype(x.dtype), device=x.device) if compute_grad else x.new_empty(0)
     return x.new_empty((), dtype=accumulate_dtype(x.dtype)), grad
 
 
