@@ -20,7 +20,7 @@ CASES = [
     ((7, 97), 0.1),           # prime L, sharp softmax
     ((33, 2, 3, 2), 1.0),     # 4-d samples
 ]
-TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-10, 1e-9)}
+TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-10, 1e-7)}  # float64: sharp two-value softmaxes cancel
 
 
 def _reference_grads(x, tau, upstream):
