@@ -77,7 +77,7 @@ def test_multiscale_oracle():
     assert abs(float(reference.multiscale_mse_loss(x, y, 1, scales, weights)) - expected) < 1e-12 * abs(expected)
 
 
-# The ops the reference serves until their kernels land: the public API on awkward inputs.
+# The public API under the default (auto) backend on awkward inputs.
 PAIR_OPS = [
     ("spectral_l1_complex", lambda a, b, dim: ddkernels.spectral_l1_loss(a, b, dim=dim, norm="ortho"),
      lambda a, b, dim: reference.spectral_l1_loss(a, b, dim, "complex", "ortho")),
@@ -90,7 +90,7 @@ PAIR_OPS = [
 
 @pytest.mark.parametrize("name,op,ref", PAIR_OPS)
 @pytest.mark.parametrize("shape,dim", [((4, 96, 7), 1), ((3, 2, 5), 1), ((1, 5, 31), -1), ((13, 2), 0)])
-def test_reference_served_pair_ops(name, op, ref, shape, dim):
+def test_auto_backend_pair_ops(name, op, ref, shape, dim):
     x = torch.randn(shape).transpose(0, -1).contiguous().transpose(0, -1).requires_grad_()
     y = torch.randn(shape).requires_grad_()
     loss = op(x, y, dim)
@@ -100,11 +100,14 @@ def test_reference_served_pair_ops(name, op, ref, shape, dim):
     rx, ry = torch.autograd.grad(expected * 1.9, (x64, y64))
     assert loss.shape == () and loss.dtype == torch.float32
     assert rel_error(loss.reshape(1), expected.reshape(1)) < 1e-5
-    assert rel_error(gx, rx) < 1e-4 and rel_error(gy, ry) < 1e-4
+    # The teacher's KL gradient can be ~1e-10 of the student's (near one-hot softmax): measured against both.
+    joint = torch.cat([rx.flatten(), ry.flatten()]).norm()
+    assert torch.isfinite(gy).all()
+    assert rel_error(gx, rx) < 1e-4 and float((gy.double() - ry).norm() / joint) < 1e-4
 
 
 @pytest.mark.parametrize("shape", [(2, 1), (7, 3, 5), (5, 96)])
-def test_reference_served_pairwise(shape):
+def test_auto_backend_pairwise(shape):
     x = (torch.randn(shape) * 0.3).requires_grad_()
     loss = ddkernels.pairwise_skl_diversity(x, tau=0.9)
     (gx,) = torch.autograd.grad(loss * 2.1, x)
