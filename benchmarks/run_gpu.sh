@@ -12,3 +12,5 @@ pytest -q -p no:cacheprovider tests 2>&1 | tee "$out/tests.txt" | tail -15
 for dtype in float32 bfloat16; do
   python3 benchmarks/bench_multiscale_mse.py --device cuda --dtype "$dtype" 2>&1 | tee -a "$out/bench.txt"
 done
+python3 benchmarks/bench_spectral.py --device cuda 2>&1 | tee -a "$out/bench.txt"
+python3 benchmarks/bench_pairwise.py --device cuda --max-reference-gb 20 2>&1 | tee -a "$out/bench.txt"
