@@ -2,7 +2,8 @@
 
     python benchmarks/bench_pairwise.py --device cpu
 Floor: the three S x S x L products (forward N = rho alpha^T, backward V rho and V alpha), 6 S^2 L flops; the
-fraction reached is against the float32 matrix-multiply rate measured in the same run. Peak memory: resident-set
+fraction reached is against the matrix-multiply rate measured in the same run at the products' precision
+(float32 on CPU, float64 on GPU, where the Triton kernels multiply in float64). Peak memory: resident-set
 growth on CPU (CUDA allocator peak on GPU) over one fwd+bwd, in a fresh subprocess per provider and size so one
 run's peak does not hide another's. The reference needs S^2 L x 4 bytes for each of several [S, S, L] temporaries,
 so it runs only where that fits (see --max-reference-gb).
@@ -68,10 +69,11 @@ def main():
     args = parser.parse_args()
     device = torch.device(args.device)
     length = SAMPLE_SHAPE[0] * SAMPLE_SHAPE[1]
-    rate = matmul_rate(device)
+    product_dtype = torch.float64 if device.type == "cuda" else torch.float32
+    rate = matmul_rate(device, product_dtype)
     print(f"# pairwise_skl_diversity fwd+bwd, samples of {list(SAMPLE_SHAPE)} (L = {length}), float32, "
           f"{device_name(device)}, torch {torch.__version__}, {datetime.date.today()}")
-    print(f"# measured float32 matmul rate: {rate / 1e9:.0f} GFLOP/s")
+    print(f"# measured {str(product_dtype).replace('torch.', '')} matmul rate: {rate / 1e9:.0f} GFLOP/s")
     print("| S | ddkernels ms (p20-p80) | peak MB | eager ms | eager peak MB | compile ms | compile peak MB | "
           "vs eager | vs compile | GFLOP | % of matmul rate |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -45,10 +45,10 @@ def copy_bandwidth(device, nbytes=1 << 28):
     return 2 * nbytes / median
 
 
-def matmul_rate(device, n=2048):
-    """Measured float32 matrix-multiply rate in flop/s (an n x n x n product)."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_rate(device, dtype=torch.float32, n=2048):
+    """Measured matrix-multiply rate in flop/s (an n x n x n product of ``dtype``)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     _, median, _ = time_call(lambda: torch.mm(a, b), device, min_time=1.0)
     return 2 * n ** 3 / median
 
