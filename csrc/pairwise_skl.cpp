@@ -18,17 +18,39 @@
 #include <omp.h>
 
 #include "dtype.h"
-#include "fastmath.h"
 
 namespace ddk {
 namespace {
 
+constexpr int64_t kLanes = 8;  // independent partial results per reduction, so the loops vectorise
+
+// sum_{k < n} f(k) in double over kLanes partial sums (then the tail and the lanes, in order).
+template <typename Fn>
+double lane_sum(int64_t n, Fn&& f) {
+  double part[kLanes] = {0};
+  int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) part[j] += f(k + j);
+  double total = 0;
+  for (; k < n; ++k) total += f(k);
+  for (int64_t j = 0; j < kLanes; ++j) total += part[j];
+  return total;
+}
+
 template <typename T>
 double row_lse(const T* row, int64_t length, double inv_tau) {
+  double part[kLanes];
+  std::fill(part, part + kLanes, -std::numeric_limits<double>::infinity());
+  int64_t k = 0;
+  for (; k + kLanes <= length; k += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) part[j] = std::max(part[j], static_cast<double>(row[k + j]));
   double top = -std::numeric_limits<double>::infinity();
-  for (int64_t k = 0; k < length; ++k) top = std::max(top, static_cast<double>(row[k]) * inv_tau);
-  double sum = 0;
-  for (int64_t k = 0; k < length; ++k) sum += exp_nonpositive(static_cast<double>(row[k]) * inv_tau - top);
+  for (; k < length; ++k) top = std::max(top, static_cast<double>(row[k]));
+  for (int64_t j = 0; j < kLanes; ++j) top = std::max(top, part[j]);
+  top *= inv_tau;  // tau > 0
+  // A NaN anywhere makes the sum NaN (std::max may skip it, exp of it does not).
+  const double sum =
+      lane_sum(length, [&](int64_t k) { return std::exp(static_cast<double>(row[k]) * inv_tau - top); });
   return top + std::log(sum);
 }
 
@@ -60,7 +82,7 @@ void prepare_kernel(const T* x, int64_t samples, int64_t length, double tau, T* 
   });
   std::vector<double> mean_p = column_sums(samples, length, num_threads, [&](int64_t i, double* out) {
     const T* row = x + i * length;
-    for (int64_t k = 0; k < length; ++k) out[k] += exp_nonpositive(static_cast<double>(row[k]) * inv_tau - lse[i]);
+    for (int64_t k = 0; k < length; ++k) out[k] += std::exp(static_cast<double>(row[k]) * inv_tau - lse[i]);
   });
   for (int64_t k = 0; k < length; ++k) {
     mean_l[k] /= static_cast<double>(samples);
@@ -69,20 +91,20 @@ void prepare_kernel(const T* x, int64_t samples, int64_t length, double tau, T* 
 #pragma omp parallel for num_threads(num_threads) schedule(static)
   for (int64_t i = 0; i < samples; ++i) {
     const T* row = x + i * length;
-    double dot = 0, rho_squares = 0, alpha_squares = 0;
+    T* rho_row = rho + i * length;
+    T* alpha_row = alpha + i * length;
     for (int64_t k = 0; k < length; ++k) {
       const double l = static_cast<double>(row[k]) * inv_tau - lse[i];
-      const T r = static_cast<T>(exp_nonpositive(l) - mean_p[k]);
-      const T al = static_cast<T>(l - mean_l[k]);
-      rho[i * length + k] = r;
-      alpha[i * length + k] = al;
-      dot += static_cast<double>(r) * static_cast<double>(al);
-      rho_squares += static_cast<double>(r) * static_cast<double>(r);
-      alpha_squares += static_cast<double>(al) * static_cast<double>(al);
+      rho_row[k] = static_cast<T>(std::exp(l) - mean_p[k]);
+      alpha_row[k] = static_cast<T>(l - mean_l[k]);
     }
-    g[i] = dot;
-    norms[i] = std::sqrt(rho_squares);
-    norms[samples + i] = std::sqrt(alpha_squares);
+    // g and the norms from the rounded values, which the products see.
+    auto dot = [&](const T* a, const T* b) {
+      return lane_sum(length, [&](int64_t k) { return static_cast<double>(a[k]) * static_cast<double>(b[k]); });
+    };
+    g[i] = dot(rho_row, alpha_row);
+    norms[i] = std::sqrt(dot(rho_row, rho_row));
+    norms[samples + i] = std::sqrt(dot(alpha_row, alpha_row));
   }
 }
 
@@ -111,7 +133,7 @@ PairwiseSums epilogue_kernel(const T* products, int64_t samples, const double* g
         for (int64_t j = j0; j < j1; ++j) {
           // Both sums commute exactly, so D comes out exactly symmetric; D >= 0 up to rounding.
           const double dij = (g[i] + g[j]) - (static_cast<double>(row[j]) + transposed[i - i0][j - j0]);
-          const double e = j == i ? 0.0 : exp_nonpositive(-dij);
+          const double e = j == i ? 0.0 : std::exp(-dij);
           total[i - i0] += e;
           const double magnitude = (norm_rho[i] + norm_rho[j]) * (norm_alpha[i] + norm_alpha[j]);
           ill_pairs[i - i0] += (j != i && dij < cancellation_limit * magnitude) ? 1 : 0;
@@ -149,12 +171,11 @@ void gradient_kernel(const T* x, int64_t samples, int64_t length, double tau, co
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < samples; ++i) {
       const int64_t base = i * length;
-      double inner = 0;
       for (int64_t k = 0; k < length; ++k) {
-        p[k] = exp_nonpositive(static_cast<double>(x[base + k]) * inv_tau - lse[i]);
+        p[k] = std::exp(static_cast<double>(x[base + k]) * inv_tau - lse[i]);
         u[k] = row_sums[i] * static_cast<double>(alpha[base + k]) - static_cast<double>(v_alpha[base + k]);
-        inner += p[k] * u[k];
       }
+      const double inner = lane_sum(length, [&](int64_t k) { return p[k] * u[k]; });
       for (int64_t k = 0; k < length; ++k) {
         const double direct = row_sums[i] * static_cast<double>(rho[base + k]) - static_cast<double>(v_rho[base + k]);
         grad[base + k] = from_float<G>(static_cast<typename Acc<G>::type>((direct + p[k] * (u[k] - inner)) * inv_tau));

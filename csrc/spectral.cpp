@@ -13,7 +13,6 @@
 #include <stdexcept>
 #include <vector>
 
-#include "fastmath.h"
 
 namespace ddk {
 namespace {
@@ -32,7 +31,8 @@ template <typename P>
 struct Row {
   P* base;
   int64_t offset, step;
-  Row(P* data, const Strides3& s, int64_t o, int64_t i) : base(data), offset(2 * (o * s.outer + i * s.inner)), step(2 * s.len) {}
+  Row(P* data, const Strides3& s, int64_t o, int64_t i)
+      : base(data), offset(2 * (o * s.outer + i * s.inner)), step(2 * s.len) {}
   P& re(int64_t k) const { return base[offset + k * step]; }
   P& im(int64_t k) const { return base[offset + k * step + 1]; }
 };
@@ -110,7 +110,8 @@ void write_kl_gradient(const Row<T>& grad, const Row<const T>& spec, const std::
   grad.im(0) = T(0);
   for (int64_t k = 1; k < bins; ++k) {
     const double m = mag[k - 1];
-    const double g = m > (interior_bin(k, length) ? floor : 0.0) ? hermitian_weight(k, length) * derivative[k - 1] / m : 0.0;
+    const bool resolved = m > (interior_bin(k, length) ? floor : 0.0);
+    const double g = resolved ? hermitian_weight(k, length) * derivative[k - 1] / m : 0.0;
     grad.re(k) = static_cast<T>(g * spec.re(k));
     grad.im(k) = static_cast<T>(g * spec.im(k));
   }
@@ -141,8 +142,8 @@ double kl_kernel(const T* s, const Strides3& ss, const T* t, const Strides3& ts,
       }
       double sum_s = 0, sum_t = 0;
       for (int64_t k = 0; k < used; ++k) {
-        q[k] = exp_nonpositive(static_cast<T>(mag_s[k] * inv_tau - max_s));  // at the input's precision
-        p[k] = exp_nonpositive(static_cast<T>(mag_t[k] * inv_tau - max_t));
+        q[k] = std::exp(static_cast<T>(mag_s[k] * inv_tau - max_s));  // at the input's precision
+        p[k] = std::exp(static_cast<T>(mag_t[k] * inv_tau - max_t));
         sum_s += q[k];
         sum_t += p[k];
       }

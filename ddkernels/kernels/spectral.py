@@ -117,7 +117,8 @@ def _spectral_l1_fwd_kernel(
     AMPLITUDE: tl.constexpr, FROM_SPECTRUM: tl.constexpr, GRAD_FIRST: tl.constexpr, GRAD_SECOND: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_T: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """Per program: BLOCK_R rows, every bin. partial[pid] = sum of |S_a| or ||S_a| - |S_b||; G = grad_scale * sign * S / |S|."""
+    """Per program: BLOCK_R rows, every bin. partial[pid] = sum of |S_a| or ||S_a| - |S_b||;
+    G = grad_scale * sign * S / |S|."""
     pid = tl.program_id(0)
     rows = pid.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     rows_ok = rows < n_rows

@@ -96,7 +96,8 @@ def save_for_backward(ctx, first, dim, backend, spectral_grad, difference):
     """Keep what the backward needs; ``difference``: one G for the spectrum of first - second (complex L1)."""
     ctx.mark_non_differentiable(spectral_grad)
     ctx.save_for_backward(spectral_grad)
-    ctx.shape, ctx.dim, ctx.dtype, ctx.backend, ctx.difference = list(first.shape), dim, first.dtype, backend, difference
+    ctx.shape, ctx.dim, ctx.dtype = list(first.shape), dim, first.dtype
+    ctx.backend, ctx.difference = backend, difference
 
 
 def spectral_backward(ctx, grad_loss, op_name):

@@ -5,8 +5,9 @@
     D_ij = g_i + g_j - N_ij - N_ji with N = rho alpha^T on rows centred across samples (rho = p - mean p,
     alpha = log p - mean log p, g_i = <rho_i, alpha_i>): one [S, L] x [L, S] product, no [S, S, L] tensor.
     Products in float32 on CPU unless some D cancels too much (then float64), in float64 on GPU.
-    backward, V = dloss/dD + its transpose, r = V 1: dloss/dx_i = (r_i rho_i - (V rho)_i + p_i (u_i - <p_i, u_i>)) / tau,
-    u_i = r_i alpha_i - (V alpha)_i: two [S, S] x [S, L] products. The diversity's gradient is computed in the forward.
+    backward, V = dloss/dD + its transpose, r = V 1:
+    dloss/dx_i = (r_i rho_i - (V rho)_i + p_i (u_i - <p_i, u_i>)) / tau,  u_i = r_i alpha_i - (V alpha)_i:
+    two [S, S] x [S, L] products. The diversity's gradient is computed in the forward.
 """
 from typing import Tuple
 
