@@ -74,7 +74,9 @@ def test_matrix_and_its_gradient(backend, dtype, shape, tau):
     loss_tol, grad_tol = TOLERANCE[dtype]
     assert torch.equal(d, d.T) and torch.all(d.diagonal() == 0)
     assert rel_error(d, expected) < loss_tol * 10  # entries down to ~1e-2 of the largest
-    assert rel_error(grad, expected_grad) < grad_tol
+    # Saturated softmaxes (S = 2, tau = 0.1) can make the exact gradient ~1e-13: an absolute floor there.
+    error = float((grad.detach().double() - expected_grad).norm())
+    assert torch.isfinite(grad).all() and error < grad_tol * max(float(expected_grad.norm()), 1e-6)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

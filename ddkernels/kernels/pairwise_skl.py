@@ -17,7 +17,7 @@ BLOCK_S, BLOCK_K = 32, 32   # product kernels: samples x samples tiles, reduced 
 
 
 @triton.jit
-def _pairwise_row_lse_kernel(x_ptr, lse_ptr, length, inv_tau, BLOCK_L: tl.constexpr):
+def _pairwise_row_lse_kernel(x_ptr, lse_ptr, length, inv_tau: tl.float64, BLOCK_L: tl.constexpr):
     """lse_i = log sum_k exp(x_ik / tau), online over blocks, in float64."""
     row = tl.program_id(0).to(tl.int64) * length
     top = tl.full([BLOCK_L], float("-inf"), dtype=tl.float64)
@@ -35,15 +35,17 @@ def _pairwise_row_lse_kernel(x_ptr, lse_ptr, length, inv_tau, BLOCK_L: tl.conste
 
 
 @triton.jit
-def _pairwise_column_means_kernel(x_ptr, lse_ptr, mean_l_ptr, mean_p_ptr, samples, length, inv_tau,
+def _pairwise_column_means_kernel(x_ptr, lse_ptr, mean_l_ptr, mean_p_ptr, samples, length, inv_tau: tl.float64,
                                   BLOCK_L: tl.constexpr):
     """mean over samples of log p and of p, per column block, in float64."""
     k = tl.program_id(0) * BLOCK_L + tl.arange(0, BLOCK_L)
     mask = k < length
     sum_l = tl.zeros([BLOCK_L], dtype=tl.float64)
     sum_p = tl.zeros([BLOCK_L], dtype=tl.float64)
+    row = tl.zeros([], dtype=tl.int64)  # i * length in int64: S * L may pass 2^31
     for i in range(0, samples):
-        l = tl.load(x_ptr + i * length + k, mask=mask, other=0.0).to(tl.float64) * inv_tau - tl.load(lse_ptr + i)
+        l = tl.load(x_ptr + row + k, mask=mask, other=0.0).to(tl.float64) * inv_tau - tl.load(lse_ptr + i)
+        row += length
         sum_l += l
         sum_p += tl.exp(l)
     tl.store(mean_l_ptr + k, sum_l / samples, mask=mask)
@@ -51,7 +53,8 @@ def _pairwise_column_means_kernel(x_ptr, lse_ptr, mean_l_ptr, mean_p_ptr, sample
 
 
 @triton.jit
-def _pairwise_center_kernel(x_ptr, lse_ptr, mean_l_ptr, mean_p_ptr, rho_ptr, alpha_ptr, g_ptr, length, inv_tau,
+def _pairwise_center_kernel(x_ptr, lse_ptr, mean_l_ptr, mean_p_ptr, rho_ptr, alpha_ptr, g_ptr, length,
+                            inv_tau: tl.float64,
                             BLOCK_L: tl.constexpr):
     """rho_i = p_i - mean p, alpha_i = log p_i - mean log p, g_i = <rho_i, alpha_i>."""
     i = tl.program_id(0)
@@ -71,7 +74,8 @@ def _pairwise_center_kernel(x_ptr, lse_ptr, mean_l_ptr, mean_p_ptr, rho_ptr, alp
 
 
 @triton.jit
-def _pairwise_fwd_kernel(rho_ptr, alpha_ptr, g_ptr, d_ptr, w_ptr, partial_ptr, samples, length, n_blocks, scale,
+def _pairwise_fwd_kernel(rho_ptr, alpha_ptr, g_ptr, d_ptr, w_ptr, partial_ptr, samples, length, n_blocks,
+                         scale: tl.float64,
                          WITH_MATRIX: tl.constexpr, WITH_WEIGHTS: tl.constexpr, BLOCK_S: tl.constexpr,
                          BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     """One upper-triangle tile (bi <= bj) of D: N_ij and N_ji from two products; exp(-D) over pairs i < j summed
@@ -95,8 +99,8 @@ def _pairwise_fwd_kernel(rho_ptr, alpha_ptr, g_ptr, d_ptr, w_ptr, partial_ptr, s
             rho_j = tl.load(rho_ptr + j64[None, :] * length + k[:, None], mask=j_ok[None, :] & k_ok[:, None], other=0.0)
             alpha_j = tl.load(alpha_ptr + j64[None, :] * length + k[:, None], mask=j_ok[None, :] & k_ok[:, None],
                               other=0.0)
-            n_ij = tl.dot(rho_i, alpha_j, n_ij, input_precision=PRECISION)
-            n_ji = tl.dot(alpha_i, rho_j, n_ji, input_precision=PRECISION)
+            n_ij = tl.dot(rho_i, alpha_j, n_ij, input_precision=PRECISION, out_dtype=tl.float64)
+            n_ji = tl.dot(alpha_i, rho_j, n_ji, input_precision=PRECISION, out_dtype=tl.float64)
         g_i = tl.load(g_ptr + i, mask=i_ok, other=0.0)
         g_j = tl.load(g_ptr + j, mask=j_ok, other=0.0)
         # Both sums commute exactly, so the mirror tile gets exactly the transposed D.
@@ -124,8 +128,8 @@ def _pairwise_fwd_kernel(rho_ptr, alpha_ptr, g_ptr, d_ptr, w_ptr, partial_ptr, s
 def _pairwise_bwd_products_kernel(w_ptr, rho_ptr, alpha_ptr, v_rho_ptr, v_alpha_ptr, samples, length,
                                   BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     """(V rho)_i and (V alpha)_i for a [BLOCK_S, BLOCK_K] tile."""
-    i = tl.program_id(0) * BLOCK_S + tl.arange(0, BLOCK_S)
-    k = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)  # axis 0: L may need more than 65535 blocks
+    i = tl.program_id(1) * BLOCK_S + tl.arange(0, BLOCK_S)
     i_ok, k_ok = i < samples, k < length
     i64 = i.to(tl.int64)
     v_rho = tl.zeros([BLOCK_S, BLOCK_K], dtype=tl.float64)
@@ -137,8 +141,10 @@ def _pairwise_bwd_products_kernel(w_ptr, rho_ptr, alpha_ptr, v_rho_ptr, v_alpha_
         w = tl.load(w_ptr + i64[:, None] * samples + j64[None, :], mask=i_ok[:, None] & j_ok[None, :], other=0.0)
         tile = j64[:, None] * length + k[None, :]
         tile_mask = j_ok[:, None] & k_ok[None, :]
-        v_rho = tl.dot(w, tl.load(rho_ptr + tile, mask=tile_mask, other=0.0), v_rho, input_precision=PRECISION)
-        v_alpha = tl.dot(w, tl.load(alpha_ptr + tile, mask=tile_mask, other=0.0), v_alpha, input_precision=PRECISION)
+        rho_tile = tl.load(rho_ptr + tile, mask=tile_mask, other=0.0)
+        alpha_tile = tl.load(alpha_ptr + tile, mask=tile_mask, other=0.0)
+        v_rho = tl.dot(w, rho_tile, v_rho, input_precision=PRECISION, out_dtype=tl.float64)
+        v_alpha = tl.dot(w, alpha_tile, v_alpha, input_precision=PRECISION, out_dtype=tl.float64)
     out = i64[:, None] * length + k[None, :]
     mask = i_ok[:, None] & k_ok[None, :]
     tl.store(v_rho_ptr + out, v_rho, mask=mask)
@@ -146,7 +152,7 @@ def _pairwise_bwd_products_kernel(w_ptr, rho_ptr, alpha_ptr, v_rho_ptr, v_alpha_
 
 
 @triton.jit
-def _row_terms(x_ptr, rho_ptr, alpha_ptr, v_rho_ptr, v_alpha_ptr, row, k, mask, lse, r, inv_tau):
+def _row_terms(x_ptr, rho_ptr, alpha_ptr, v_rho_ptr, v_alpha_ptr, row, k, mask, lse, r, inv_tau: tl.float64):
     """p, u = r alpha - V alpha and r rho - V rho at one block of a row, in float64 (both differences cancel)."""
     p = tl.exp(tl.load(x_ptr + row + k, mask=mask, other=0.0).to(tl.float64) * inv_tau - lse)
     u = r * tl.load(alpha_ptr + row + k, mask=mask, other=0.0).to(tl.float64) - tl.load(
@@ -158,7 +164,7 @@ def _row_terms(x_ptr, rho_ptr, alpha_ptr, v_rho_ptr, v_alpha_ptr, row, k, mask, 
 
 @triton.jit
 def _pairwise_bwd_rows_kernel(x_ptr, lse_ptr, r_ptr, rho_ptr, alpha_ptr, v_rho_ptr, v_alpha_ptr, grad_ptr,
-                              upstream_ptr, length, inv_tau, BLOCK_L: tl.constexpr):
+                              upstream_ptr, length, inv_tau: tl.float64, BLOCK_L: tl.constexpr):
     """grad_i = upstream * (r_i rho_i - (V rho)_i + p_i (u_i - <p_i, u_i>)) / tau."""
     i = tl.program_id(0)
     row = i.to(tl.int64) * length
@@ -218,7 +224,7 @@ def gradient(x2, tau, rho, alpha, lse, weights, row_sums, upstream, shape, dtype
     """upstream * dloss/dx for symmetric weights V, shaped ``shape`` of ``dtype``."""
     samples, length = x2.shape
     v_rho, v_alpha = torch.empty_like(rho), torch.empty_like(rho)
-    grid = (triton.cdiv(samples, BLOCK_S), triton.cdiv(length, BLOCK_K))
+    grid = (triton.cdiv(length, BLOCK_K), triton.cdiv(samples, BLOCK_S))
     _pairwise_bwd_products_kernel[grid](weights, rho, alpha, v_rho, v_alpha, samples, length,
                                         BLOCK_S=BLOCK_S, BLOCK_K=BLOCK_K, PRECISION=PRECISION)
     grad = torch.empty(shape, dtype=dtype, device=x2.device)
