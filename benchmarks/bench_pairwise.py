@@ -18,7 +18,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import device_name, matmul_rate, time_call  # noqa: E402
+from common import device_name, matmul_rate  # noqa: E402
 
 SAMPLE_SHAPE = (7, 192)
 SIZES = [10, 100, 500, 4000]

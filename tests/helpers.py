@@ -31,3 +31,19 @@ def rel_error(value, ref):
 def randn(shape, dtype, device, seed=None):
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
+
+
+NON_CONTIGUOUS_VIEWS = ["transpose", "step", "offset", "expand"]
+
+
+def non_contiguous_pair(view, device):
+    """(x, y, dim): a pair of [B, T, C]-derived views of kind ``view`` that are not both contiguous."""
+    base_x = randn((6, 50, 9), torch.float32, device)
+    base_y = randn((6, 50, 9), torch.float32, device)
+    if view == "transpose":   # [C, T, B] view of [B, T, C] memory
+        return base_x.transpose(0, 2), base_y.transpose(0, 2), 1
+    if view == "step":
+        return base_x[:, ::2, 1::3], base_y[::1, 1::2, ::3], 1
+    if view == "offset":
+        return base_x[1:, 3:-2].transpose(1, 2), base_y[:-1, 2:-3].transpose(1, 2), 2
+    return base_x, base_y[:1].expand(6, 50, 9), 1

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 import ddkernels
 from ddkernels import reference
 from ddkernels.ops import multiscale_mse
-from helpers import INTERPRETED, device_of, kernel_backends, randn, rel_error
+from helpers import (INTERPRETED, NON_CONTIGUOUS_VIEWS, device_of, kernel_backends, non_contiguous_pair, randn,
+                     rel_error)
 
 BACKENDS = kernel_backends(multiscale_mse.KERNELS)
 
@@ -67,19 +68,9 @@ def test_upstream_gradient(backend, upstream):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("view", ["transpose", "step", "offset", "expand"])
+@pytest.mark.parametrize("view", NON_CONTIGUOUS_VIEWS)
 def test_non_contiguous(backend, view):
-    device = device_of(backend)
-    base_x = randn((6, 50, 9), torch.float32, device)
-    base_y = randn((6, 50, 9), torch.float32, device)
-    if view == "transpose":   # [C, T, B] view of [B, T, C] memory
-        x, y, dim = base_x.transpose(0, 2), base_y.transpose(0, 2), 1
-    elif view == "step":
-        x, y, dim = base_x[:, ::2, 1::3], base_y[::1, 1::2, ::3], 1
-    elif view == "offset":
-        x, y, dim = base_x[1:, 3:-2].transpose(1, 2), base_y[:-1, 2:-3].transpose(1, 2), 2
-    else:
-        x, y, dim = base_x, base_y[:1].expand(6, 50, 9), 1
+    x, y, dim = non_contiguous_pair(view, device_of(backend))
     assert not (x.is_contiguous() and y.is_contiguous())
     _check(backend, x, y, dim, (1, 2, 4, 8))
 

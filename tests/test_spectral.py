@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 import ddkernels
 from ddkernels import reference
 from ddkernels.ops import spectral_kl, spectral_l1
-from helpers import INTERPRETED, device_of, kernel_backends, randn, rel_error
+from helpers import (INTERPRETED, NON_CONTIGUOUS_VIEWS, device_of, kernel_backends, non_contiguous_pair, randn,
+                     rel_error)
 
 BACKENDS = kernel_backends(spectral_l1.KERNELS)
 assert kernel_backends(spectral_kl.KERNELS) == BACKENDS
@@ -106,20 +107,10 @@ def test_upstream_gradient(backend, upstream, op, ref):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("view", ["transpose", "step", "offset", "expand"])
+@pytest.mark.parametrize("view", NON_CONTIGUOUS_VIEWS)
 @pytest.mark.parametrize("op,ref", VARIANTS)
 def test_non_contiguous(backend, view, op, ref):
-    device = device_of(backend)
-    base_x = randn((6, 50, 9), torch.float32, device)
-    base_y = randn((6, 50, 9), torch.float32, device)
-    if view == "transpose":   # [C, T, B] view of [B, T, C] memory
-        x, y, dim = base_x.transpose(0, 2), base_y.transpose(0, 2), 1
-    elif view == "step":
-        x, y, dim = base_x[:, ::2, 1::3], base_y[::1, 1::2, ::3], 1
-    elif view == "offset":
-        x, y, dim = base_x[1:, 3:-2].transpose(1, 2), base_y[:-1, 2:-3].transpose(1, 2), 2
-    else:
-        x, y, dim = base_x, base_y[:1].expand(6, 50, 9), 1
+    x, y, dim = non_contiguous_pair(view, device_of(backend))
     assert not (x.is_contiguous() and y.is_contiguous())
     _check(backend, op, ref, x, y, dim)
 
