@@ -1,5 +1,6 @@
 """The ``ddkernels`` console command (also ``python -m ddkernels``)."""
 import argparse
+import importlib
 import importlib.metadata
 import platform
 import time
@@ -8,6 +9,7 @@ import torch
 
 import ddkernels
 from ddkernels import _backend, reference
+from ddkernels._console import print_table
 from ddkernels.ops import multiscale_mse, pairwise_skl, spectral_kl, spectral_l1
 
 
@@ -79,12 +81,6 @@ def self_check(device):
     return rows
 
 
-def _print_table(header, rows):
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    for r in [header, tuple("-" * w for w in widths)] + rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
-
-
 def info(args):
     print(f"ddkernels {ddkernels.__version__}  torch {torch.__version__}  triton {_version('triton')}  "
           f"python {platform.python_version()}")
@@ -101,7 +97,7 @@ def info(args):
         print(f"self-check on {device} (relative error vs float64 reference: loss / worst gradient; "
               f"time of forward+backward)")
         rows = self_check(device)
-        _print_table(("op", "backend", "error", "ms", "status"), rows)
+        print_table(("op", "backend", "error", "ms", "status"), rows)
         print()
         status |= any(r[4] == "FAIL" for r in rows)
     return int(status)
@@ -112,6 +108,16 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True)
     p_info = sub.add_parser("info", help="versions, usable backends, and a self-check of every op against the reference")
     p_info.set_defaults(func=info)
+    for name, module_name, help_text in (
+        ("bench", "ddkernels.bench", "benchmark every op against eager PyTorch and torch.compile"),
+        ("kd", "ddkernels.trainers.timedistill", "TimeDistill: distil a teacher forecaster into an MLP"),
+        ("distill", "ddkernels.trainers.ddtime", "DDTime: condense a forecasting dataset into a few synthetic series"),
+    ):
+        module = importlib.import_module(module_name)
+        p_sub = sub.add_parser(name, help=help_text, description=module.__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p_sub)
+        p_sub.set_defaults(func=module.run)
     return parser
 
 

@@ -1,0 +1,53 @@
+"""Console output: a progress line on stderr for long loops (redrawn in place on a terminal, silent otherwise)
+and plain-text tables."""
+import sys
+import time
+
+
+class Progress:
+    """Wraps an iterable; ``set(**values)`` adds values (e.g. the current loss) to the line."""
+
+    def __init__(self, iterable, description, total=None, enabled=True):
+        self.iterable = iterable
+        self.description = description
+        self.total = len(iterable) if total is None and hasattr(iterable, "__len__") else total
+        self.stream = sys.stderr
+        self.enabled = enabled and self.stream.isatty()
+        self.values = {}
+        self.count = 0
+        self.start = time.perf_counter()
+        self.last_draw = 0.0
+
+    def set(self, **values):
+        self.values.update(values)
+
+    def _draw(self, final=False):
+        now = time.perf_counter()
+        if not final and now - self.last_draw < 0.2:
+            return
+        self.last_draw = now
+        elapsed = now - self.start
+        done = f"{self.count}/{self.total}" if self.total else f"{self.count}"
+        eta = ""
+        if self.total and self.count and not final:
+            eta = f" eta {elapsed / self.count * (self.total - self.count):.0f}s"
+        values = "".join(f" {k}={v:.4g}" if isinstance(v, float) else f" {k}={v}" for k, v in self.values.items())
+        self.stream.write(f"\r{self.description}: {done} {elapsed:.0f}s{eta}{values}\033[K")
+        if final:
+            self.stream.write("\n")
+        self.stream.flush()
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.count += 1
+            if self.enabled:
+                self._draw()
+        if self.enabled:
+            self._draw(final=True)
+
+
+def print_table(header, rows):
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    for r in [header, tuple("-" * w for w in widths)] + rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))

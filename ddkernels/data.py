@@ -1,0 +1,262 @@
+"""Forecasting data for the trainers: CSV reader, synthetic default series, sliding windows and distilled sets.
+
+CSV files follow the Time-Series-Library convention: a ``date`` column, then the series, the target column
+``OT`` (if present) moved last. Files named ``ETTh*`` split into 12/4/4 months of hourly rows, ``ETTm*`` the same
+at 15-minute rows; other files split 70/10/20. The validation and test splits start ``seq_len`` rows early so their
+first window is complete. Every split is standardised with the mean and std (ddof=0) of the train rows.
+"""
+import csv
+import json
+import math
+import numbers
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from ddkernels._validation import check_choice
+
+SPLITS = ("train", "val", "test")
+TARGET = "OT"
+ETT_HOURS = (12 * 30 * 24, 4 * 30 * 24, 4 * 30 * 24)
+SYNTHETIC_PERIODS = (24, 168, 12)
+SYNTHETIC_SET_FORMAT = "ddkernels.synthetic_set.v1"
+
+
+def check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Per-channel standardisation; mean and std are float32 tensors [C]."""
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def transform(self, x):
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def inverse(self, x):
+        return x * self.std.to(x.device) + self.mean.to(x.device)
+
+
+class WindowDataset(Dataset):
+    """Sliding (input, target) windows of a series [rows, C]: window i starts at row i * stride."""
+
+    def __init__(self, series, seq_len, pred_len, stride=1):
+        self.seq_len = check_positive_int("seq_len", seq_len)
+        self.pred_len = check_positive_int("pred_len", pred_len)
+        self.stride = check_positive_int("stride", stride)
+        if not isinstance(series, torch.Tensor) or series.dim() != 2:
+            raise ValueError(f"series must be a 2-d tensor [rows, channels], got {_describe(series)}")
+        window = self.seq_len + self.pred_len
+        if series.shape[0] < window:
+            raise ValueError(f"series has {series.shape[0]} rows, but one window of seq_len={self.seq_len} + "
+                             f"pred_len={self.pred_len} needs {window}")
+        self.series = series
+        self.count = (series.shape[0] - window) // self.stride + 1
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, index):
+        if not -self.count <= index < self.count:
+            raise IndexError(f"window index {index} out of range for {self.count} windows")
+        start = (index % self.count) * self.stride
+        middle = start + self.seq_len
+        return self.series[start:middle], self.series[middle:middle + self.pred_len]
+
+    def tensors(self):
+        """All windows as X [N, seq_len, C], Y [N, pred_len, C]: overlapping views of the series (no copy)."""
+        windows = self.series.unfold(0, self.seq_len + self.pred_len, self.stride).transpose(1, 2)
+        return windows[:, :self.seq_len], windows[:, self.seq_len:]
+
+
+@dataclass(frozen=True)
+class ForecastData:
+    """Standardised train/val/test splits [rows, C] of one multivariate series, with the window lengths."""
+    name: str
+    columns: tuple
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    scaler: Scaler
+    seq_len: int
+    pred_len: int
+
+    @property
+    def channels(self):
+        return len(self.columns)
+
+    def windows(self, split, stride=1):
+        check_choice("split", split, SPLITS)
+        return WindowDataset(getattr(self, split), self.seq_len, self.pred_len, stride)
+
+
+def split_borders(convention, rows, seq_len):
+    """Time-Series-Library (begin, end) row borders of train, val and test for convention "ETTh", "ETTm" or "ratio"."""
+    if convention == "ratio":
+        num_train, num_test = int(rows * 0.7), int(rows * 0.2)
+        num_val = rows - num_train - num_test
+        begins = (0, num_train - seq_len, rows - num_test - seq_len)
+        ends = (num_train, num_train + num_val, rows)
+    else:
+        steps_per_hour = 1 if convention == "ETTh" else 4
+        train, val, test = (hours * steps_per_hour for hours in ETT_HOURS)
+        begins = (0, train - seq_len, train + val - seq_len)
+        ends = (train, train + val, train + val + test)
+    return tuple(zip(begins, ends))
+
+
+def convention_of(name):
+    if name.startswith("ETTh"):
+        return "ETTh"
+    if name.startswith("ETTm"):
+        return "ETTm"
+    return "ratio"
+
+
+def _describe(value):
+    if isinstance(value, torch.Tensor):
+        return f"tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def _build(name, columns, values, convention, seq_len, pred_len):
+    """Split values [rows, C] (float64 numpy) by the convention, fit the scaler on train, standardise."""
+    seq_len = check_positive_int("seq_len", seq_len)
+    pred_len = check_positive_int("pred_len", pred_len)
+    rows = values.shape[0]
+    borders = split_borders(convention, rows, seq_len)
+    window = seq_len + pred_len
+    if rows < borders[-1][1]:
+        raise ValueError(f"{name}: the {convention} split convention needs {borders[-1][1]} rows, got {rows}")
+    if borders[0][1] < seq_len or any(end - begin < window for begin, end in borders):
+        sizes = ", ".join(f"{split} {end - begin}" for split, (begin, end) in zip(SPLITS, borders))
+        raise ValueError(f"{name}: too few rows ({rows}) for seq_len={seq_len}, pred_len={pred_len}: every split "
+                         f"needs at least {window} rows (seq_len + pred_len) and the train split at least seq_len "
+                         f"(the lead-in of val and test); the {convention} convention gives {sizes}")
+    train_rows = values[borders[0][0]:borders[0][1]]
+    mean = train_rows.mean(axis=0)
+    std = train_rows.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    standardised = torch.from_numpy((values - mean) / std).float()
+    train, val, test = (standardised[begin:end] for begin, end in borders)
+    scaler = Scaler(torch.from_numpy(mean).float(), torch.from_numpy(std).float())
+    return ForecastData(name, tuple(columns), train, val, test, scaler, seq_len, pred_len)
+
+
+def _parse_cell(path, column, row, text):
+    cell = text.strip()
+    if not cell:
+        raise ValueError(f"{path}: empty cell in column {column!r}, row {row}")
+    try:
+        value = float(cell)
+    except ValueError:
+        raise ValueError(f"{path}: non-numeric value {cell!r} in column {column!r}, row {row}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{path}: {cell!r} (NaN or infinite) in column {column!r}, row {row}")
+    return value
+
+
+def read_csv(path, seq_len, pred_len):
+    """Read a forecasting CSV. Error messages number the rows from 1 after the header; blank lines are skipped."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such data file: {path}")
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        header = [name.strip() for name in next(reader, [])]
+        if "date" not in header:
+            raise ValueError(f"{path}: no 'date' column (Time-Series-Library CSVs start with one); header: {header}")
+        series = [name for name in header if name != "date" and name != TARGET]
+        if TARGET in header:
+            series.append(TARGET)
+        if not series:
+            raise ValueError(f"{path}: no series columns besides 'date'")
+        positions = [header.index(name) for name in series]
+        values = []
+        for row, fields in enumerate(reader, start=1):
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                raise ValueError(f"{path}: row {row} has {len(fields)} fields, the header has {len(header)}")
+            values.append([_parse_cell(path, name, row, fields[i]) for name, i in zip(series, positions)])
+    values = np.array(values, dtype=np.float64).reshape(len(values), len(series))
+    name = os.path.splitext(os.path.basename(path))[0]
+    return _build(name, series, values, convention_of(name), seq_len, pred_len)
+
+
+def synthetic(seq_len, pred_len, rows=4000, channels=7, seed=0):
+    """A seeded multivariate series: seasonalities (periods 24, 168, 12) with per-source amplitudes and phases,
+    a trend and AR(1) noise per source, mixed across channels by a random matrix. Last column "OT"."""
+    rows = check_positive_int("rows", rows)
+    channels = check_positive_int("channels", channels)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    rng = np.random.default_rng(int(seed))
+    time = np.arange(rows, dtype=np.float64)[:, None]
+    sources = np.zeros((rows, channels))
+    for period in SYNTHETIC_PERIODS:
+        amplitude = rng.uniform(0.5, 2.0, channels)
+        phase = rng.uniform(0.0, 2.0 * np.pi, channels)
+        sources += amplitude * np.sin(2.0 * np.pi * time / period + phase)
+    slope = rng.normal(0.0, 1.0, channels) / rows
+    curvature = rng.normal(0.0, 1.0, channels) / rows ** 2
+    sources += slope * time + curvature * (time - rows / 2) ** 2
+    shocks = rng.normal(0.0, 0.3, (rows, channels))
+    noise = np.zeros((rows, channels))
+    noise[0] = shocks[0]
+    for t in range(1, rows):
+        noise[t] = 0.7 * noise[t - 1] + shocks[t]
+    sources += noise
+    mixing = np.eye(channels) + rng.normal(0.0, 0.3, (channels, channels))
+    values = sources @ mixing.T + rng.normal(0.0, 3.0, channels)
+    columns = [f"series_{i}" for i in range(channels - 1)] + [TARGET]
+    return _build("synthetic", columns, values, "ratio", seq_len, pred_len)
+
+
+def load(path_or_none, seq_len, pred_len, seed=0):
+    """The CSV at path_or_none, or the synthetic series for that seed when it is None."""
+    if path_or_none is None:
+        return synthetic(seq_len, pred_len, seed=seed)
+    return read_csv(path_or_none, seq_len, pred_len)
+
+
+def _check_set_tensor(name, value):
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point() or value.dim() != 3:
+        raise ValueError(f"{name} must be a 3-d floating tensor, got {_describe(value)}")
+
+
+def save_synthetic_set(path, x, y, meta):
+    """Save a distilled set, x [S, seq_len, C] and y [S, pred_len, C], with JSON-able meta, as a .pt file."""
+    _check_set_tensor("x", x)
+    _check_set_tensor("y", y)
+    if x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:
+        raise ValueError(f"x and y must agree on samples and channels, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if not isinstance(meta, dict):
+        raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
+    try:
+        meta_json = json.dumps(meta)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"meta must be JSON-serialisable: {error}") from None
+    payload = {"format": SYNTHETIC_SET_FORMAT, "x": x.detach().float().cpu().contiguous(),
+               "y": y.detach().float().cpu().contiguous(), "meta": meta_json}
+    torch.save(payload, os.fspath(path))
+
+
+def load_synthetic_set(path):
+    """Load a set saved by save_synthetic_set: (TensorDataset of (x, y) float32 CPU tensors, meta as JSON decodes it)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such synthetic set file: {path}")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != SYNTHETIC_SET_FORMAT:
+        raise ValueError(f"{path} is not a synthetic set saved by save_synthetic_set")
+    return TensorDataset(payload["x"], payload["y"]), json.loads(payload["meta"])

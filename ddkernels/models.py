@@ -1,0 +1,294 @@
+"""Forecasting models for the trainers: teachers (PatchTST, TCN) and students (MLP, DLinear).
+
+Every model maps x [B, seq_len, C] to a forecast [B, pred_len, C]; ``forward_features`` also returns the
+representation right before the output head, [B, C, feature_dim]. Forward passes are pure functions of the
+parameters and the input (no running statistics, no in-place updates), so the models can be trained through
+``torch.func.functional_call`` and differentiated through SGD steps. Attention is written out with matmuls
+rather than ``scaled_dot_product_attention``, whose fused GPU kernels have no double backward.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddkernels.data import check_positive_int
+
+
+class RevIN(nn.Module):
+    """Reversible instance normalisation over time, per sample and channel (Kim et al., ICLR 2022).
+
+    ``forward(x)`` returns the normalised input and its statistics; ``inverse(y, stats)`` undoes the
+    normalisation on a forecast. The statistics are not detached, so gradients reach the input through them.
+    """
+
+    def __init__(self, channels, eps=1e-5, affine=True):
+        super().__init__()
+        self.channels = check_positive_int("channels", channels)
+        self.eps = eps
+        self.affine = affine
+        if affine:
+            self.weight = nn.Parameter(torch.ones(channels))
+            self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        mean = x.mean(dim=1, keepdim=True)
+        std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + self.eps)
+        normalised = (x - mean) / std
+        if self.affine:
+            normalised = normalised * self.weight + self.bias
+        return normalised, (mean, std)
+
+    def inverse(self, y, stats):
+        mean, std = stats
+        if self.affine:
+            y = (y - self.bias) / (self.weight + self.eps * self.eps)
+        return y * std + mean
+
+    def extra_repr(self):
+        return f"channels={self.channels}, eps={self.eps}, affine={self.affine}"
+
+
+class SeriesDecomposition(nn.Module):
+    """x [B, T, C] -> (seasonal, trend): trend is a moving average over time with the ends replicated (Autoformer)."""
+
+    def __init__(self, kernel_size=25):
+        super().__init__()
+        self.kernel_size = check_positive_int("kernel_size", kernel_size)
+
+    def forward(self, x):
+        front = (self.kernel_size - 1) // 2
+        back = self.kernel_size - 1 - front
+        padded = torch.cat([x[:, :1].expand(-1, front, -1), x, x[:, -1:].expand(-1, back, -1)], dim=1)
+        trend = F.avg_pool1d(padded.transpose(1, 2), self.kernel_size, stride=1).transpose(1, 2)
+        return x - trend, trend
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}"
+
+
+class Forecaster(nn.Module):
+    """Base of the models: holds the shapes, checks the input, and forecasts through forward_features."""
+
+    def __init__(self, seq_len, pred_len, channels):
+        super().__init__()
+        self.seq_len = check_positive_int("seq_len", seq_len)
+        self.pred_len = check_positive_int("pred_len", pred_len)
+        self.channels = check_positive_int("channels", channels)
+
+    def check_input(self, x):
+        if x.dim() != 3 or x.shape[1:] != (self.seq_len, self.channels):
+            raise ValueError(f"{type(self).__name__} expects x of shape [B, {self.seq_len}, {self.channels}], "
+                             f"got {tuple(x.shape)}")
+
+    def forward(self, x):
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x):
+        """(forecast [B, pred_len, C], features [B, C, feature_dim])."""
+        raise NotImplementedError
+
+
+def series_first(x):
+    """[B, T, C] -> [B, C, T]: each channel's series along the last axis."""
+    return x.transpose(1, 2)
+
+
+def time_first(y):
+    """[B, C, L] -> [B, L, C]."""
+    return y.transpose(1, 2)
+
+
+class DLinear(Forecaster):
+    """DLinear (Zeng et al., AAAI 2023), weights shared across channels: Linear(seq_len, pred_len) on the seasonal
+    part plus one on the trend part. Features: the seasonal and trend inputs concatenated, F = 2 * seq_len."""
+
+    def __init__(self, seq_len, pred_len, channels, kernel_size=25):
+        super().__init__(seq_len, pred_len, channels)
+        self.decomposition = SeriesDecomposition(kernel_size)
+        self.seasonal = nn.Linear(self.seq_len, self.pred_len)
+        self.trend = nn.Linear(self.seq_len, self.pred_len)
+        with torch.no_grad():
+            self.seasonal.weight.fill_(1.0 / self.seq_len)
+            self.trend.weight.fill_(1.0 / self.seq_len)
+        self.feature_dim = 2 * self.seq_len
+
+    def forward_features(self, x):
+        self.check_input(x)
+        seasonal, trend = (series_first(part) for part in self.decomposition(x))
+        forecast = self.seasonal(seasonal) + self.trend(trend)
+        return time_first(forecast), torch.cat([seasonal, trend], dim=-1)
+
+
+class MLPStudent(Forecaster):
+    """TimeDistill's MLP student: RevIN, decomposition, then per branch (seasonal, trend) Linear(seq_len, d_model),
+    LayerNorm, ReLU, dropout, Linear(d_model, pred_len); the branch forecasts summed; weights shared across channels.
+    Features: the two branch hiddens after ReLU concatenated, F = 2 * d_model."""
+
+    def __init__(self, seq_len, pred_len, channels, d_model=512, kernel_size=25, dropout=0.0, revin=True):
+        super().__init__(seq_len, pred_len, channels)
+        d_model = check_positive_int("d_model", d_model)
+        self.revin = RevIN(self.channels) if revin else None
+        self.decomposition = SeriesDecomposition(kernel_size)
+        self.seasonal_hidden = self._hidden(d_model, dropout)
+        self.trend_hidden = self._hidden(d_model, dropout)
+        self.seasonal_head = nn.Linear(d_model, self.pred_len)
+        self.trend_head = nn.Linear(d_model, self.pred_len)
+        self.feature_dim = 2 * d_model
+
+    def _hidden(self, d_model, dropout):
+        return nn.Sequential(nn.Linear(self.seq_len, d_model), nn.LayerNorm(d_model), nn.ReLU(), nn.Dropout(dropout))
+
+    def forward_features(self, x):
+        self.check_input(x)
+        if self.revin is not None:
+            x, stats = self.revin(x)
+        seasonal, trend = (series_first(part) for part in self.decomposition(x))
+        seasonal, trend = self.seasonal_hidden(seasonal), self.trend_hidden(trend)
+        forecast = time_first(self.seasonal_head(seasonal) + self.trend_head(trend))
+        if self.revin is not None:
+            forecast = self.revin.inverse(forecast, stats)
+        return forecast, torch.cat([seasonal, trend], dim=-1)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention, softmax(q k^T / sqrt(d)) v written out (twice differentiable on every device)."""
+
+    def __init__(self, d_model, n_heads, dropout):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        batch, tokens, d_model = x.shape
+        heads = self.qkv(x).reshape(batch, tokens, 3, self.n_heads, d_model // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = heads.unbind(0)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+        mixed = self.dropout(weights) @ v
+        return self.out(mixed.transpose(1, 2).reshape(batch, tokens, d_model))
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm Transformer encoder layer: x + attention(LayerNorm(x)), then x + FFN(LayerNorm(x)) with GELU."""
+
+    def __init__(self, d_model, n_heads, d_ff, dropout):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(d_model)
+        self.attention = SelfAttention(d_model, n_heads, dropout)
+        self.feedforward_norm = nn.LayerNorm(d_model)
+        self.feedforward = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout),
+                                         nn.Linear(d_ff, d_model))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        x = x + self.dropout(self.attention(self.attention_norm(x)))
+        return x + self.dropout(self.feedforward(self.feedforward_norm(x)))
+
+
+class PatchTST(Forecaster):
+    """Channel-independent patch Transformer (Nie et al., ICLR 2023): RevIN; each series padded at the end with
+    `stride` copies of its last value and cut into patches; linear patch embedding plus a learned positional
+    embedding; pre-norm encoder layers with LayerNorm; a flatten head Linear(n_patches * d_model, pred_len).
+    Features: the flattened head input, F = n_patches * d_model."""
+
+    def __init__(self, seq_len, pred_len, channels, patch_len=16, stride=8, d_model=128, n_heads=8, n_layers=3,
+                 d_ff=256, dropout=0.1, revin=True):
+        super().__init__(seq_len, pred_len, channels)
+        self.patch_len = check_positive_int("patch_len", patch_len)
+        self.stride = check_positive_int("stride", stride)
+        d_model = check_positive_int("d_model", d_model)
+        n_layers = check_positive_int("n_layers", n_layers)
+        if self.seq_len + self.stride < self.patch_len:
+            raise ValueError(f"seq_len + stride ({self.seq_len} + {self.stride}) must be at least "
+                             f"patch_len ({self.patch_len})")
+        self.n_patches = (self.seq_len + self.stride - self.patch_len) // self.stride + 1
+        self.revin = RevIN(self.channels) if revin else None
+        self.embedding = nn.Linear(self.patch_len, d_model)
+        self.position = nn.Parameter(torch.empty(self.n_patches, d_model).uniform_(-0.02, 0.02))
+        self.embedding_dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(EncoderLayer(d_model, check_positive_int("n_heads", n_heads),
+                                                 check_positive_int("d_ff", d_ff), dropout) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.feature_dim = self.n_patches * d_model
+        self.head = nn.Linear(self.feature_dim, self.pred_len)
+
+    def forward_features(self, x):
+        self.check_input(x)
+        if self.revin is not None:
+            x, stats = self.revin(x)
+        batch = x.shape[0]
+        series = series_first(x)
+        series = torch.cat([series, series[..., -1:].expand(-1, -1, self.stride)], dim=-1)
+        patches = series.unfold(-1, self.patch_len, self.stride).reshape(-1, self.n_patches, self.patch_len)
+        tokens = self.embedding_dropout(self.embedding(patches) + self.position)
+        for layer in self.layers:
+            tokens = layer(tokens)
+        features = self.norm(tokens).reshape(batch, self.channels, self.feature_dim)
+        forecast = time_first(self.head(features))
+        if self.revin is not None:
+            forecast = self.revin.inverse(forecast, stats)
+        return forecast, features
+
+
+class TemporalBlock(nn.Module):
+    """Residual block of two causal dilated convolutions with ReLU and dropout (Bai et al., 2018), no weight norm."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, dilation, dropout):
+        super().__init__()
+        self.causal_padding = (kernel_size - 1) * dilation
+        self.conv1 = nn.Conv1d(in_channels, out_channels, kernel_size, dilation=dilation)
+        self.conv2 = nn.Conv1d(out_channels, out_channels, kernel_size, dilation=dilation)
+        self.dropout = nn.Dropout(dropout)
+        self.residual = nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x):
+        hidden = self.dropout(F.relu(self.conv1(F.pad(x, (self.causal_padding, 0)))))
+        hidden = self.dropout(F.relu(self.conv2(F.pad(hidden, (self.causal_padding, 0)))))
+        return F.relu(hidden + self.residual(x))
+
+
+class TCN(Forecaster):
+    """Temporal convolution network, channel-independent: RevIN; each series as [B*C, 1, seq_len] through `levels`
+    temporal blocks of dilation 2**i; a flatten head Linear(hidden * seq_len, pred_len).
+    Features: the flattened last block output, F = hidden * seq_len."""
+
+    def __init__(self, seq_len, pred_len, channels, hidden=64, levels=4, kernel_size=3, dropout=0.1, revin=True):
+        super().__init__(seq_len, pred_len, channels)
+        hidden = check_positive_int("hidden", hidden)
+        levels = check_positive_int("levels", levels)
+        kernel_size = check_positive_int("kernel_size", kernel_size)
+        self.revin = RevIN(self.channels) if revin else None
+        self.blocks = nn.Sequential(*(TemporalBlock(1 if level == 0 else hidden, hidden, kernel_size, 2 ** level,
+                                                    dropout) for level in range(levels)))
+        self.feature_dim = hidden * self.seq_len
+        self.head = nn.Linear(self.feature_dim, self.pred_len)
+
+    def forward_features(self, x):
+        self.check_input(x)
+        if self.revin is not None:
+            x, stats = self.revin(x)
+        batch = x.shape[0]
+        hidden = self.blocks(series_first(x).reshape(batch * self.channels, 1, self.seq_len))
+        features = hidden.reshape(batch, self.channels, self.feature_dim)
+        forecast = time_first(self.head(features))
+        if self.revin is not None:
+            forecast = self.revin.inverse(forecast, stats)
+        return forecast, features
+
+
+MODELS = {"dlinear": DLinear, "mlp": MLPStudent, "patchtst": PatchTST, "tcn": TCN}
+
+
+def build_model(name, seq_len, pred_len, channels, **kwargs):
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choices: {', '.join(MODELS)}")
+    return MODELS[name](seq_len, pred_len, channels, **kwargs)
+
+
+def count_parameters(model):
+    """Number of trainable parameter elements."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,1 @@
+"""Distillation trainers: TimeDistill (``ddkernels kd``) and DDTime (``ddkernels distill``)."""

@@ -1,0 +1,236 @@
+"""What both trainers share: processes under torchrun, seeding, batching, training a forecaster with early
+stopping (DistributedDataParallel when there are several processes), test metrics, checkpoints and outputs.
+
+Under ``torchrun --nproc_per_node N`` every process runs the same command; the process group uses gloo on CPU
+and nccl on GPU. Each process takes an equal share of every epoch's shuffled windows (the remainder of the
+division is left out of that epoch), so every process runs the same number of steps; ``--batch-size`` is per
+process. Metrics are summed over the processes' shards of the split before the division.
+"""
+import copy
+import json
+import os
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ddkernels._console import Progress
+
+
+@dataclass(frozen=True)
+class Runtime:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    @property
+    def distributed(self):
+        return self.world_size > 1
+
+
+def resolve_device(name):
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device: {name!r} is not a device name (auto, cpu, cuda, cuda:N)") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device: {name!r}: only cpu and cuda devices are supported")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device: {name!r} asked for, but torch sees no CUDA device here")
+    return device
+
+
+def start_runtime(device_name):
+    """The process's rank, the number of processes and its device; joins the process group under torchrun."""
+    device = resolve_device(device_name)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Runtime(0, 1, device)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Runtime(dist.get_rank(), world_size, device)
+
+
+def stop_runtime(runtime):
+    if runtime.distributed:
+        dist.destroy_process_group()
+
+
+def barrier(runtime):
+    if runtime.distributed:
+        dist.barrier()
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def positive_int(text):
+    """argparse type for counts: a positive integer."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{text} is not a positive integer")
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{text} is not a finite positive number")
+    return value
+
+
+def unit_float(text):
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise ValueError(f"{text} is not in [0, 1]")
+    return value
+
+
+positive_int.__name__ = "positive integer"
+positive_float.__name__ = "positive number"
+unit_float.__name__ = "number in [0, 1]"
+
+
+def shard_batches(inputs, targets, batch_size, runtime, generator):
+    """This process's share of one shuffled epoch, as (x, y) batches on the runtime's device."""
+    order = torch.randperm(len(inputs), generator=generator)
+    share = len(inputs) // runtime.world_size
+    mine = order[runtime.rank * share:(runtime.rank + 1) * share]
+    for start in range(0, share, batch_size):
+        index = mine[start:start + batch_size]
+        yield inputs[index].to(runtime.device), targets[index].to(runtime.device)
+
+
+@torch.no_grad()
+def evaluate(model, inputs, targets, runtime, batch_size=256):
+    """{"mse", "mae"} of model(x) against y over all windows, each process taking a contiguous part."""
+    was_training = model.training
+    model.eval()
+    share = -(-len(inputs) // runtime.world_size)
+    begin, end = runtime.rank * share, min(len(inputs), (runtime.rank + 1) * share)
+    sums = torch.zeros(3, dtype=torch.float64, device=runtime.device)
+    for start in range(begin, end, batch_size):
+        x = inputs[start:min(start + batch_size, end)].to(runtime.device)
+        y = targets[start:min(start + batch_size, end)].to(runtime.device)
+        error = (model(x) - y).double()
+        sums += torch.stack([error.square().sum(), error.abs().sum(), error.new_tensor(error.numel())])
+    if runtime.distributed:
+        dist.all_reduce(sums)
+    model.train(was_training)
+    return {"mse": float(sums[0] / sums[2]), "mae": float(sums[1] / sums[2])}
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    patience: int
+
+
+def _save_atomic(obj, path):
+    tmp = Path(f"{path}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(model, loss_fn, train, val, config, runtime, checkpoint, description, seed, resume):
+    """Train ``model`` with Adam on ``loss_fn(module, x, y)``; early stopping on validation MSE.
+
+    ``train`` and ``val`` are (inputs, targets) tensor pairs; ``module`` is the model, wrapped in
+    DistributedDataParallel under torchrun. Each epoch ends with a checkpoint (written by process 0), and with
+    ``resume`` a run continues from it; a finished checkpoint is loaded without training. Returns the
+    per-epoch history; the model ends with its best validation weights.
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    state = {"epoch": 0, "best_val": float("inf"), "best_model": None, "bad_epochs": 0, "history": [],
+             "done": False}
+    if resume and Path(checkpoint).exists():
+        saved = torch.load(checkpoint, map_location=runtime.device, weights_only=True)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = {key: saved[key] for key in state}
+    module = model
+    if runtime.distributed:
+        module = torch.nn.parallel.DistributedDataParallel(model)
+    generator = torch.Generator().manual_seed(seed)
+    epochs = Progress(range(state["epoch"], config.epochs), description, enabled=runtime.is_main)
+    for epoch in epochs:
+        if state["done"]:
+            break
+        generator.manual_seed(seed * 1000 + epoch)
+        model.train()
+        losses = []
+        for x, y in shard_batches(*train, config.batch_size, runtime, generator):
+            loss = loss_fn(module, x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        val_mse = evaluate(model, *val, runtime)["mse"]
+        state["history"].append({"epoch": epoch + 1, "train_loss": statistics.fmean(losses), "val_mse": val_mse})
+        epochs.set(loss=state["history"][-1]["train_loss"], val_mse=val_mse)
+        if val_mse < state["best_val"]:
+            state.update(best_val=val_mse, best_model=copy.deepcopy(model.state_dict()), bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        state["done"] = state["bad_epochs"] >= config.patience or state["epoch"] == config.epochs
+        if runtime.is_main:
+            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **state}, checkpoint)
+    if state["best_model"] is not None:
+        model.load_state_dict(state["best_model"])
+    barrier(runtime)
+    return state["history"]
+
+
+@torch.no_grad()
+def inference_ms(model, inputs, runtime, batch_size=32, repeats=20):
+    """Median milliseconds of one forward pass over a batch of windows."""
+    model.eval()
+    x = inputs[:batch_size].to(runtime.device)
+    times = []
+    for _ in range(repeats + 3):
+        if runtime.device.type == "cuda":
+            torch.cuda.synchronize(runtime.device)
+        start = time.perf_counter()
+        model(x)
+        if runtime.device.type == "cuda":
+            torch.cuda.synchronize(runtime.device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[3:]) * 1e3
+
+
+def write_json(obj, path):
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def pyplot_or_none():
+    """matplotlib's pyplot with a file-only backend, or None (and a printed note) when it is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("plot skipped: matplotlib is not installed (pip install 'ddkernels[plot]')")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt

@@ -1,0 +1,391 @@
+"""DDTime: condense a forecasting dataset into a few synthetic series by trajectory matching, with
+frequency-domain alignment and the inter-sample information bottleneck (arXiv 2511.16715, on MTT).
+
+1. Experts: --experts models trained on the real training split with SGD, their parameters kept after every
+   epoch (expert trajectories). Under torchrun the experts are shared out among the processes.
+2. Distillation (one process): a learnable synthetic set [S, channels, seq_len + pred_len], initialised from
+   random real training windows. Each iteration picks an expert and a start epoch t, trains a student from the
+   expert's parameters at t for --syn-steps differentiable SGD steps on the synthetic set (learnable step size),
+   and minimises
+       ||theta_student - theta_{t+M}||^2 / ||theta_t - theta_{t+M}||^2
+       + (1 - alpha) MSE(teacher(x), student(x)) + alpha SpectralL1(student(x), teacher(x))
+       + lambda PairwiseSKLDiversity(synthetic set; tau)
+   (teacher: the expert at epoch t + M, its predictions taken as fixed targets) with Adam and gradient
+   clipping; then the CondTSF label update moves the synthetic targets toward the teacher's forecasts.
+   The spectral and pairwise terms are ddkernels' fused ops. ``base`` is the same with alpha = lambda = 0.
+3. Evaluation: --eval-models fresh models trained on each synthetic set alone (``random``: S real windows;
+   ``base``; ``ddtime``) with one fixed recipe, and on the full training split (``full``); mean and standard
+   deviation of their test MSE and MAE (standardised scale), for the distillation backbone and, as a
+   cross-architecture check, for --eval-backbone.
+
+    ddkernels distill --preset quick --data ../shared/data/ETTh1.csv --out runs/ddtime
+    torchrun --nproc_per_node 2 -m ddkernels distill --preset quick --out runs/ddtime
+"""
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+import ddkernels
+from ddkernels import data, models
+from ddkernels._console import Progress, print_table
+from ddkernels.trainers._common import (FitConfig, Runtime, barrier, evaluate, fit, positive_float, positive_int,
+                                        pyplot_or_none, seed_everything, shard_batches, start_runtime,
+                                        stop_runtime, unit_float, write_json)
+
+METHODS = ("random", "base", "ddtime", "full")
+
+PRESETS = {
+    "quick": {"experts": 4, "expert_epochs": 8, "iterations": 200, "syn_steps": 20, "expert_step": 2,
+              "max_start_epoch": 4, "eval_models": 3, "eval_steps": 300, "stride": 2},
+    "long": {"experts": 10, "expert_epochs": 15, "iterations": 1000, "syn_steps": 40, "expert_step": 2,
+             "max_start_epoch": 10, "eval_models": 5, "eval_steps": 1000, "stride": 1},
+}
+
+DEFAULTS = {"seq_len": 96, "pred_len": 96, "samples": 5, "backbone": "dlinear", "eval_backbone": "mlp",
+            "alpha": 0.8, "lam": 0.6, "tau": 1.0, "lr_syn": 0.1, "lr_lr": 1e-2, "lr_expert": 0.01,
+            "batch_size": 32, "clip": 1.0, "label_rate": 0.1, "eval_lr": 1e-3, "full_epochs": 20, "patience": 3,
+            **PRESETS["long"]}
+
+
+def add_arguments(parser):
+    parser.add_argument("--data", default=None, help="forecasting CSV (a date column, then the series); "
+                        "default: the embedded synthetic series")
+    parser.add_argument("--out", type=Path, default=Path("runs/ddtime"), help="output folder (default runs/ddtime)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="long",
+                        help="budget: quick (minutes on a laptop CPU) or long (default); explicit options override it")
+    parser.add_argument("--seq-len", type=positive_int, default=None, help="input window (default 96)")
+    parser.add_argument("--pred-len", type=positive_int, default=None, help="forecast horizon (default 96)")
+    parser.add_argument("--samples", "-S", type=positive_int, default=None, help="synthetic series (default 5)")
+    parser.add_argument("--iterations", type=positive_int, default=None, help="distillation iterations")
+    parser.add_argument("--syn-steps", type=positive_int, default=None, help="student SGD steps per iteration")
+    parser.add_argument("--experts", type=positive_int, default=None, help="expert trajectories (default 10)")
+    parser.add_argument("--expert-epochs", type=positive_int, default=None, help="epochs of each expert")
+    parser.add_argument("--expert-step", type=positive_int, default=None,
+                        help="M: expert epochs between the start and the target parameters")
+    parser.add_argument("--max-start-epoch", type=positive_int, default=None,
+                        help="start epochs are drawn from 0 .. this - 1")
+    parser.add_argument("--alpha", type=unit_float, default=None, help="spectral share of the value term (0.8)")
+    parser.add_argument("--lambda", dest="lam", type=float, default=None,
+                        help="weight of the inter-sample bottleneck (default 0.6)")
+    parser.add_argument("--tau", type=positive_float, default=None, help="bottleneck softmax temperature (1.0)")
+    parser.add_argument("--label-rate", type=unit_float, default=None,
+                        help="CondTSF label update rate per iteration; 0 turns it off (default 0.1)")
+    parser.add_argument("--lr-syn", type=positive_float, default=None, help="Adam rate of the synthetic set (0.1)")
+    parser.add_argument("--clip", type=positive_float, default=None, help="gradient-norm clip of the set (1.0)")
+    parser.add_argument("--backbone", choices=sorted(models.MODELS), default=None,
+                        help="experts' and students' architecture (default dlinear)")
+    parser.add_argument("--eval-backbone", choices=sorted(models.MODELS), default=None,
+                        help="second architecture for the cross-architecture evaluation (default mlp)")
+    parser.add_argument("--eval-models", type=positive_int, default=None, help="models trained per method (5)")
+    parser.add_argument("--eval-steps", type=positive_int, default=None, help="Adam steps on a synthetic set")
+    parser.add_argument("--stride", type=positive_int, default=None, help="step between real training windows")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data, experts, initialisation and sampling")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse finished experts and continue distillation from the checkpoints in --out")
+
+
+def resolve_config(args):
+    """The options in force: given explicitly, else the preset's, else the defaults."""
+    config = dict(DEFAULTS, **PRESETS[args.preset])
+    config.update({key: value for key, value in vars(args).items() if key in DEFAULTS and value is not None})
+    if config["lam"] < 0:
+        raise ValueError(f"--lambda must be a non-negative number, got {config['lam']}")
+    if config["max_start_epoch"] + config["expert_step"] > config["expert_epochs"]:
+        raise ValueError(f"--max-start-epoch ({config['max_start_epoch']}) + --expert-step ({config['expert_step']}) "
+                         f"must be at most --expert-epochs ({config['expert_epochs']})")
+    if config["samples"] < 2:
+        raise ValueError(f"--samples must be at least 2 (the bottleneck compares pairs), got {config['samples']}")
+    config.update(data=args.data, preset=args.preset, device=args.device, seed=args.seed)
+    return config
+
+
+class FlatParameters:
+    """A model's parameters as one flat vector, and back to the name -> tensor dict functional_call takes."""
+
+    def __init__(self, model):
+        self.model = model
+        self.names = [name for name, _ in model.named_parameters()]
+        self.shapes = [p.shape for _, p in model.named_parameters()]
+        self.sizes = [p.numel() for _, p in model.named_parameters()]
+
+    def flatten(self, model):
+        return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def __call__(self, theta, x):
+        pieces = torch.split(theta, self.sizes)
+        params = {name: piece.view(shape) for name, piece, shape in zip(self.names, pieces, self.shapes)}
+        return functional_call(self.model, params, (x,))
+
+
+def train_expert(index, config, train, runtime, shape):
+    """One expert: SGD on the real training windows; its flat parameters after every epoch, [epochs + 1, P]."""
+    seed_everything(config["seed"] * 1000 + index)
+    model = models.build_model(config["backbone"], *shape).to(runtime.device)
+    flat = FlatParameters(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config["lr_expert"])
+    trajectory = [flat.flatten(model).cpu()]
+    generator = torch.Generator().manual_seed(config["seed"] * 1000 + index)
+    single = Runtime(0, 1, runtime.device)
+    for _ in range(config["expert_epochs"]):
+        for x, y in shard_batches(*train, config["batch_size"], single, generator):
+            loss = F.mse_loss(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        trajectory.append(flat.flatten(model).cpu())
+    return torch.stack(trajectory)
+
+
+def expert_trajectories(config, train, runtime, shape, folder, resume):
+    """Every expert's trajectory; under torchrun expert i is trained by process i mod world size."""
+    folder.mkdir(parents=True, exist_ok=True)
+    key = {name: config[name] for name in ("backbone", "seq_len", "pred_len", "lr_expert", "batch_size",
+                                          "expert_epochs", "stride", "seed", "data")}
+    mine = [i for i in range(config["experts"]) if i % runtime.world_size == runtime.rank]
+    for i in Progress(mine, "experts", enabled=runtime.is_main):
+        path = folder / f"expert_{i:03d}.pt"
+        if resume and path.exists() and torch.load(path, weights_only=True)["key"] == key:
+            continue
+        torch.save({"key": key, "trajectory": train_expert(i, config, train, runtime, shape)}, path)
+    barrier(runtime)
+    trajectories = []
+    for i in range(config["experts"]):
+        saved = torch.load(folder / f"expert_{i:03d}.pt", weights_only=True)
+        if saved["key"] != key:
+            raise ValueError(f"{folder / f'expert_{i:03d}.pt'} was trained with other options ({saved['key']}); "
+                             "run without --resume to retrain the experts")
+        trajectories.append(saved["trajectory"])
+    return trajectories
+
+
+def random_windows(train, samples, generator):
+    """``samples`` real training windows as a set [S, channels, seq_len + pred_len]."""
+    index = torch.randperm(len(train[0]), generator=generator)[:samples]
+    return torch.cat([train[0][index], train[1][index]], dim=1).transpose(1, 2).contiguous()
+
+
+def split_set(synthetic, seq_len):
+    """Model inputs [S, seq_len, C] and targets [S, pred_len, C] of a set [S, C, seq_len + pred_len]."""
+    return synthetic[:, :, :seq_len].transpose(1, 2), synthetic[:, :, seq_len:].transpose(1, 2)
+
+
+class TrajectoryMatching:
+    """One synthetic set being distilled: ``step(theta_start, theta_target)`` runs one iteration."""
+
+    def __init__(self, method, config, initial_set, device, shape):
+        self.alpha, self.lam = (config["alpha"], config["lam"]) if method == "ddtime" else (0.0, 0.0)
+        self.config = config
+        self.student = FlatParameters(models.build_model(config["backbone"], *shape).to(device))
+        self.synthetic = initial_set.clone().to(device).requires_grad_(True)
+        self.log_lr = torch.tensor(math.log(config["lr_expert"]), device=device, requires_grad=True)
+        self.optimizer = torch.optim.Adam([{"params": [self.synthetic], "lr": config["lr_syn"]},
+                                           {"params": [self.log_lr], "lr": config["lr_lr"]}])
+
+    def step(self, theta_start, theta_target):
+        """One update of the set and the step size; returns the loss."""
+        config, student = self.config, self.student
+        x, y = split_set(self.synthetic, config["seq_len"])
+        theta = theta_start.clone().requires_grad_(True)
+        step_size = self.log_lr.exp()
+        for _ in range(config["syn_steps"]):
+            inner = F.mse_loss(student(theta, x), y)
+            theta = theta - step_size * torch.autograd.grad(inner, theta, create_graph=True)[0]
+        loss = (theta - theta_target).square().sum() / (theta_start - theta_target).square().sum()
+        prediction = student(theta, x)
+        with torch.no_grad():
+            teacher_prediction = student(theta_target, x)
+        loss = loss + (1 - self.alpha) * F.mse_loss(prediction, teacher_prediction)
+        if self.alpha:
+            loss = loss + self.alpha * ddkernels.spectral_l1_loss(prediction, teacher_prediction, dim=1)
+        if self.lam:
+            loss = loss + self.lam * ddkernels.pairwise_skl_diversity(self.synthetic, tau=config["tau"])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([self.synthetic], config["clip"])
+        self.optimizer.step()
+        if config["label_rate"]:
+            with torch.no_grad():
+                x, y = split_set(self.synthetic, config["seq_len"])
+                y.lerp_(student(theta_target, x), config["label_rate"])
+        return loss.item()
+
+    @property
+    def step_size(self):
+        return float(self.log_lr.detach().exp())
+
+    def state_dict(self):
+        return {"synthetic": self.synthetic.detach(), "log_lr": self.log_lr.detach(),
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            self.synthetic.copy_(state["synthetic"])
+            self.log_lr.copy_(state["log_lr"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def distill(config, trajectories, initial_set, device, shape, checkpoint, resume):
+    """``base`` and ``ddtime`` distilled in lockstep from ``initial_set``, on the same expert and start epoch
+    each iteration, each iteration timed (so the two costs are measured under the same conditions).
+    Returns {method: TrajectoryMatching} and {method: median seconds per iteration}."""
+    runs = {method: TrajectoryMatching(method, config, initial_set, device, shape) for method in ("base", "ddtime")}
+    seconds = {method: [] for method in runs}
+    generator = torch.Generator().manual_seed(config["seed"] + 17)
+    start_iteration = 0
+    if resume and Path(checkpoint).exists():
+        saved = torch.load(checkpoint, map_location=device, weights_only=True)
+        for method, run in runs.items():
+            run.load_state_dict(saved[method])
+        generator.set_state(saved["generator"])
+        start_iteration, seconds = saved["iteration"], saved["seconds"]
+    iterations = Progress(range(start_iteration, config["iterations"]), "distill")
+    for iteration in iterations:
+        expert = int(torch.randint(len(trajectories), (1,), generator=generator))
+        start = int(torch.randint(config["max_start_epoch"], (1,), generator=generator))
+        theta_start = trajectories[expert][start].to(device)
+        theta_target = trajectories[expert][start + config["expert_step"]].to(device)
+        for method, run in runs.items():
+            begin = time.perf_counter()
+            loss = run.step(theta_start, theta_target)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds[method].append(time.perf_counter() - begin)
+            iterations.set(**{method: loss})
+        if (iteration + 1) % 50 == 0 or iteration + 1 == config["iterations"]:
+            torch.save({**{method: run.state_dict() for method, run in runs.items()},
+                        "generator": generator.get_state(), "iteration": iteration + 1, "seconds": seconds},
+                       checkpoint)
+    return runs, {method: statistics.median(times) for method, times in seconds.items()}
+
+
+def train_on_set(backbone, synthetic, config, device, shape, seed):
+    """A fresh model trained on a synthetic set alone: full-batch Adam, --eval-steps steps."""
+    seed_everything(seed)
+    model = models.build_model(backbone, *shape).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["eval_lr"])
+    x, y = split_set(synthetic.to(device), config["seq_len"])
+    model.train()
+    for _ in range(config["eval_steps"]):
+        loss = F.mse_loss(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model
+
+
+def summarize(results):
+    """{"mse", "mae", "mse_std", "mae_std"} over the models' test metrics."""
+    summary = {}
+    for metric in ("mse", "mae"):
+        values = [r[metric] for r in results]
+        summary[metric] = statistics.fmean(values)
+        summary[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return summary
+
+
+def evaluate_methods(backbone, sets, config, train, val, test, device, shape, out, resume):
+    """Test metrics of --eval-models models per method, trained on each set and on the full training split."""
+    single = Runtime(0, 1, device)
+    results = {}
+    for method in METHODS:
+        runs = []
+        for k in Progress(range(config["eval_models"]), f"evaluate {method} ({backbone})"):
+            seed = config["seed"] * 100 + k
+            if method == "full":
+                seed_everything(seed)
+                model = models.build_model(backbone, *shape).to(device)
+                fit_config = FitConfig(epochs=config["full_epochs"], batch_size=config["batch_size"],
+                                       lr=config["eval_lr"], patience=config["patience"])
+                fit(model, lambda module, x, y: F.mse_loss(module(x), y), train, val, fit_config, single,
+                    out / f"full_{backbone}_{k}.pt", f"full {backbone} {k}", seed, resume)
+            else:
+                model = train_on_set(backbone, sets[method], config, device, shape, seed)
+            runs.append(evaluate(model, *test, single))
+        results[method] = summarize(runs)
+    return results
+
+
+def _plot(path, sets, columns, seq_len):
+    plt = pyplot_or_none()
+    if plt is None:
+        return
+    names = list(sets)
+    samples = sets[names[0]].shape[0]
+    column = len(columns) - 1
+    fig, axes = plt.subplots(len(names), samples, figsize=(3 * samples, 2.2 * len(names)), sharey=True,
+                             squeeze=False)
+    for row, name in enumerate(names):
+        for s in range(samples):
+            ax = axes[row][s]
+            ax.plot(sets[name][s, column].cpu())
+            ax.axvline(seq_len, color="grey", linewidth=0.8)
+            ax.set_title(f"{name} {s}", fontsize=9)
+    fig.suptitle(f"synthetic sets, column {columns[column]} (input | target)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args):
+    config = resolve_config(args)
+    runtime = start_runtime(config["device"])
+    try:
+        return _run(config, args, runtime)
+    finally:
+        stop_runtime(runtime)
+
+
+def _run(config, args, runtime):
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = data.load(config["data"], config["seq_len"], config["pred_len"], seed=config["seed"])
+    train = dataset.windows("train", stride=config["stride"]).tensors()
+    shape = (config["seq_len"], config["pred_len"], dataset.channels)
+    if runtime.is_main:
+        print(f"data: {dataset.name}, {dataset.channels} channels, {len(train[0])} training windows; "
+              f"{runtime.world_size} process(es) on {runtime.device}")
+    clock = time.perf_counter()
+    trajectories = expert_trajectories(config, train, runtime, shape, out / "experts", args.resume)
+    if not runtime.is_main:
+        return 0
+    print(f"experts: {time.perf_counter() - clock:.0f} s")
+    device = runtime.device
+    val = dataset.windows("val").tensors()
+    test = dataset.windows("test").tensors()
+    initial_set = random_windows(train, config["samples"], torch.Generator().manual_seed(config["seed"]))
+    clock = time.perf_counter()
+    runs, seconds = distill(config, trajectories, initial_set, device, shape, out / "distill_state.pt", args.resume)
+    print(f"distillation: {time.perf_counter() - clock:.0f} s")
+    sets = {"random": initial_set, **{method: run.synthetic.detach() for method, run in runs.items()}}
+    for method, run in runs.items():
+        x, y = split_set(sets[method], config["seq_len"])
+        data.save_synthetic_set(out / f"{method}_set.pt", x.cpu(), y.cpu(),
+                                {"method": method, "data": dataset.name, "columns": list(dataset.columns),
+                                 "step_size": run.step_size, "backbone": config["backbone"]})
+    clock = time.perf_counter()
+    metrics = evaluate_methods(config["backbone"], sets, config, train, val, test, device, shape, out, args.resume)
+    metrics["cross_architecture"] = {
+        "backbone": config["eval_backbone"],
+        **evaluate_methods(config["eval_backbone"], sets, config, train, val, test, device, shape, out, args.resume)}
+    print(f"evaluation: {time.perf_counter() - clock:.0f} s")
+    metrics["seconds_per_iteration"] = seconds
+    metrics["overhead_vs_base"] = seconds["ddtime"] / seconds["base"] - 1
+    metrics["learned_step_size"] = {method: run.step_size for method, run in runs.items()}
+    metrics["config"] = {**config, "world_size": runtime.world_size, "device_used": str(device)}
+    write_json(metrics, out / "metrics.json")
+    rows = []
+    for backbone, table in ((config["backbone"], metrics), (config["eval_backbone"], metrics["cross_architecture"])):
+        rows += [(backbone, method, f"{table[method]['mse']:.4f} ± {table[method]['mse_std']:.4f}",
+                  f"{table[method]['mae']:.4f} ± {table[method]['mae_std']:.4f}") for method in METHODS]
+    print_table(("eval backbone", "method", "test MSE", "test MAE"), rows)
+    print(f"seconds per iteration: base {seconds['base']:.4f}, ddtime {seconds['ddtime']:.4f} "
+          f"({100 * metrics['overhead_vs_base']:+.1f}%)")
+    _plot(out / "synthetic_sets.png", sets, dataset.columns, config["seq_len"])
+    print(f"wrote {out / 'metrics.json'}, {out / 'ddtime_set.pt'} and {out / 'synthetic_sets.png'}")
+    return 0
