@@ -2,8 +2,9 @@
 
 CSV files follow the Time-Series-Library convention: a ``date`` column, then the series, the target column
 ``OT`` (if present) moved last. Files named ``ETTh*`` split into 12/4/4 months of hourly rows, ``ETTm*`` the same
-at 15-minute rows; other files split 70/10/20. The validation and test splits start ``seq_len`` rows early so their
-first window is complete. Every split is standardised with the mean and std (ddof=0) of the train rows.
+at 15-minute rows (later rows unused); other files split 70/10/20. The validation and test splits start ``seq_len``
+rows early so their first window is complete. Every split is standardised with the mean and std (ddof=0; 1 for a
+constant column, as sklearn's StandardScaler) of the train rows.
 """
 import csv
 import json
@@ -252,7 +253,7 @@ def save_synthetic_set(path, x, y, meta):
 
 
 def load_synthetic_set(path):
-    """Load a set saved by save_synthetic_set: (TensorDataset of (x, y) float32 CPU tensors, meta as JSON decodes it)."""
+    """Load a set saved by save_synthetic_set: (TensorDataset of float32 CPU (x, y), meta as JSON decodes it)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such synthetic set file: {path}")

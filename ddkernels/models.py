@@ -193,10 +193,11 @@ class PatchTST(Forecaster):
     """Channel-independent patch Transformer (Nie et al., ICLR 2023): RevIN; each series padded at the end with
     `stride` copies of its last value and cut into patches; linear patch embedding plus a learned positional
     embedding; pre-norm encoder layers with LayerNorm; a flatten head Linear(n_patches * d_model, pred_len).
-    Features: the flattened head input, F = n_patches * d_model."""
+    Features: the flattened head input, F = n_patches * d_model. The default size trains an epoch of ETTh1
+    (96 -> 96, stride 1, batch 64) in about 10 CPU-seconds."""
 
-    def __init__(self, seq_len, pred_len, channels, patch_len=16, stride=8, d_model=128, n_heads=8, n_layers=3,
-                 d_ff=256, dropout=0.1, revin=True):
+    def __init__(self, seq_len, pred_len, channels, patch_len=16, stride=8, d_model=64, n_heads=4, n_layers=2,
+                 d_ff=128, dropout=0.1, revin=True):
         super().__init__(seq_len, pred_len, channels)
         self.patch_len = check_positive_int("patch_len", patch_len)
         self.stride = check_positive_int("stride", stride)
@@ -254,9 +255,10 @@ class TemporalBlock(nn.Module):
 class TCN(Forecaster):
     """Temporal convolution network, channel-independent: RevIN; each series as [B*C, 1, seq_len] through `levels`
     temporal blocks of dilation 2**i; a flatten head Linear(hidden * seq_len, pred_len).
-    Features: the flattened last block output, F = hidden * seq_len."""
+    Features: the flattened last block output, F = hidden * seq_len. The default size trains an epoch of ETTh1
+    (96 -> 96, stride 1, batch 64) in about 10 CPU-seconds."""
 
-    def __init__(self, seq_len, pred_len, channels, hidden=64, levels=4, kernel_size=3, dropout=0.1, revin=True):
+    def __init__(self, seq_len, pred_len, channels, hidden=16, levels=4, kernel_size=3, dropout=0.1, revin=True):
         super().__init__(seq_len, pred_len, channels)
         hidden = check_positive_int("hidden", hidden)
         levels = check_positive_int("levels", levels)
@@ -290,5 +292,5 @@ def build_model(name, seq_len, pred_len, channels, **kwargs):
 
 
 def count_parameters(model):
-    """Number of trainable parameter elements."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Number of parameter elements (frozen ones included)."""
+    return sum(p.numel() for p in model.parameters())

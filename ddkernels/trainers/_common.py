@@ -156,12 +156,12 @@ def fit(model, loss_fn, train, val, config, runtime, checkpoint, description, se
 
     ``train`` and ``val`` are (inputs, targets) tensor pairs; ``module`` is the model, wrapped in
     DistributedDataParallel under torchrun. Each epoch ends with a checkpoint (written by process 0), and with
-    ``resume`` a run continues from it; a finished checkpoint is loaded without training. Returns the
+    ``resume`` a run continues from it (a finished or early-stopped one is loaded without training; a larger
+    ``config.epochs`` than the checkpoint's continues it). Returns the
     per-epoch history; the model ends with its best validation weights.
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    state = {"epoch": 0, "best_val": float("inf"), "best_model": None, "bad_epochs": 0, "history": [],
-             "done": False}
+    state = {"epoch": 0, "best_val": float("inf"), "best_model": None, "bad_epochs": 0, "history": []}
     if resume and Path(checkpoint).exists():
         saved = torch.load(checkpoint, map_location=runtime.device, weights_only=True)
         model.load_state_dict(saved["model"])
@@ -173,7 +173,7 @@ def fit(model, loss_fn, train, val, config, runtime, checkpoint, description, se
     generator = torch.Generator().manual_seed(seed)
     epochs = Progress(range(state["epoch"], config.epochs), description, enabled=runtime.is_main)
     for epoch in epochs:
-        if state["done"]:
+        if state["bad_epochs"] >= config.patience:
             break
         generator.manual_seed(seed * 1000 + epoch)
         model.train()
@@ -192,7 +192,6 @@ def fit(model, loss_fn, train, val, config, runtime, checkpoint, description, se
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
-        state["done"] = state["bad_epochs"] >= config.patience or state["epoch"] == config.epochs
         if runtime.is_main:
             _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **state}, checkpoint)
     if state["best_model"] is not None:

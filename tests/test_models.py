@@ -1,0 +1,155 @@
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ddkernels import models
+
+SEQ_LEN, PRED_LEN, CHANNELS, BATCH = 37, 11, 3, 2
+SMALL = {"dlinear": {}, "mlp": {"d_model": 16},
+         "patchtst": {"d_model": 16, "n_heads": 4, "n_layers": 2, "d_ff": 32, "dropout": 0.0},
+         "tcn": {"hidden": 8, "levels": 3, "dropout": 0.0}}
+FEATURE_DIMS = {"dlinear": 2 * SEQ_LEN, "mlp": 2 * 16, "patchtst": ((SEQ_LEN + 8 - 16) // 8 + 1) * 16,
+                "tcn": 8 * SEQ_LEN}
+
+
+def small_model(name, **overrides):
+    torch.manual_seed(0)
+    return models.build_model(name, SEQ_LEN, PRED_LEN, CHANNELS, **{**SMALL[name], **overrides})
+
+
+def batch(seed=1):
+    return torch.randn(BATCH, SEQ_LEN, CHANNELS, generator=torch.Generator().manual_seed(seed)) * 3 + 5
+
+
+@pytest.mark.parametrize("name", list(models.MODELS))
+def test_output_and_feature_shapes(name):
+    model = small_model(name)
+    x = batch()
+    out = model(x)
+    assert out.shape == (BATCH, PRED_LEN, CHANNELS) and torch.isfinite(out).all()
+    forecast, features = model.forward_features(x)
+    assert torch.equal(forecast, out)
+    assert model.feature_dim == FEATURE_DIMS[name]
+    assert features.shape == (BATCH, CHANNELS, model.feature_dim) and torch.isfinite(features).all()
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert not list(model.buffers())
+    with pytest.raises(ValueError, match=rf"expects x of shape \[B, {SEQ_LEN}, {CHANNELS}\]"):
+        model(torch.randn(BATCH, SEQ_LEN + 1, CHANNELS))
+
+
+@pytest.mark.parametrize("name", ["mlp", "patchtst", "tcn"])
+def test_default_sizes_build(name):
+    model = models.build_model(name, 96, 96, 7)
+    assert model(torch.randn(1, 96, 7)).shape == (1, 96, 7)
+    assert models.count_parameters(model) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", list(models.MODELS))
+def test_gradients_reach_every_parameter(name):
+    model = small_model(name)
+    model(batch()).square().mean().backward()
+    for parameter_name, parameter in model.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), parameter_name
+        assert parameter.grad.abs().sum() > 0, parameter_name
+
+
+@pytest.mark.parametrize("name", list(models.MODELS))
+def test_functional_call_matches_and_differentiates_through_an_sgd_step(name):
+    model = small_model(name)
+    params = {key: value.detach().clone().requires_grad_() for key, value in model.named_parameters()}
+    x = batch().requires_grad_()
+    target = torch.randn(BATCH, PRED_LEN, CHANNELS)
+    torch.testing.assert_close(functional_call(model, params, (x,)), model(x))
+    loss = (functional_call(model, params, (x,)) - target).square().mean()
+    grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+    stepped = {key: value - 0.1 * grad for (key, value), grad in zip(params.items(), grads)}
+    outer = (functional_call(model, stepped, (x,)) - target).square().mean()
+    outer.backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    for key, value in params.items():
+        assert value.grad is not None and torch.isfinite(value.grad).all(), key
+
+
+def test_dropout_only_in_train_mode():
+    model = small_model("patchtst", dropout=0.5)
+    x = batch()
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    model.train()
+    assert not torch.equal(model(x), model(x))
+    assert all(m.p == 0.0 for m in models.MLPStudent(8, 4, 2).modules() if isinstance(m, nn.Dropout))
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_revin_round_trip(affine):
+    revin = models.RevIN(CHANNELS, affine=affine)
+    if affine:
+        with torch.no_grad():
+            revin.weight.copy_(torch.tensor([0.5, 2.0, -1.5]))
+            revin.bias.copy_(torch.tensor([1.0, -0.3, 0.2]))
+    x = batch().double()
+    normalised, stats = revin(x)
+    if not affine:
+        torch.testing.assert_close(normalised.mean(1), torch.zeros(BATCH, CHANNELS, dtype=torch.float64))
+        torch.testing.assert_close(normalised.std(1, unbiased=False), torch.ones(BATCH, CHANNELS, dtype=torch.float64),
+                                   atol=1e-5, rtol=0)
+    torch.testing.assert_close(revin.inverse(normalised, stats), x, atol=1e-8, rtol=1e-6)
+
+
+def test_decomposition_sums_to_input_and_replicates_ends():
+    x = torch.randn(2, 20, 3)
+    seasonal, trend = models.SeriesDecomposition(5)(x)
+    torch.testing.assert_close(seasonal + trend, x)
+    padded = torch.cat([x[:, :1], x[:, :1], x, x[:, -1:], x[:, -1:]], dim=1)
+    expected = torch.stack([padded[:, t:t + 5].mean(1) for t in range(20)], dim=1)
+    torch.testing.assert_close(trend, expected)
+    _, even_trend = models.SeriesDecomposition(4)(x)
+    assert even_trend.shape == x.shape
+    torch.testing.assert_close(even_trend[:, 0], (2 * x[:, 0] + x[:, 1] + x[:, 2]) / 4)
+
+
+def test_dlinear_matches_a_hand_computation():
+    model = models.DLinear(seq_len=3, pred_len=2, channels=1, kernel_size=3)
+    with torch.no_grad():
+        model.seasonal.weight.copy_(torch.tensor([[1.0, 0.0, 2.0], [0.0, -1.0, 0.0]]))
+        model.seasonal.bias.copy_(torch.tensor([0.5, 0.0]))
+        model.trend.weight.copy_(torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0]]))
+        model.trend.bias.copy_(torch.tensor([0.0, -1.0]))
+    x = torch.tensor([[[3.0], [6.0], [0.0]]])
+    # moving average of 3 with replicated ends over [3, 3, 6, 0, 0]: trend [4, 3, 2], seasonal [-1, 3, -2]
+    forecast, features = model.forward_features(x)
+    expected = torch.tensor([[[-1.0 + 2 * -2.0 + 0.5 + 3.0], [-3.0 + 4.0 + 3.0 + 2.0 - 1.0]]])
+    torch.testing.assert_close(forecast, expected)
+    torch.testing.assert_close(features, torch.tensor([[[-1.0, 3.0, -2.0, 4.0, 3.0, 2.0]]]))
+
+
+def test_dlinear_starts_as_a_mean_forecaster():
+    model = models.DLinear(SEQ_LEN, PRED_LEN, CHANNELS)
+    with torch.no_grad():
+        model.seasonal.bias.zero_()
+        model.trend.bias.zero_()
+    x = batch()
+    torch.testing.assert_close(model(x), x.mean(1, keepdim=True).expand(-1, PRED_LEN, -1))
+
+
+def test_models_are_channel_independent_where_stated():
+    x = batch()
+    for name in ("mlp", "patchtst", "tcn"):
+        model = small_model(name, revin=False).eval()
+        swapped = model(x[..., [2, 1, 0]])
+        torch.testing.assert_close(swapped, model(x)[..., [2, 1, 0]], msg=name)
+
+
+def test_build_model_and_argument_errors():
+    assert isinstance(models.build_model("tcn", 16, 4, 2, hidden=4), models.TCN)
+    with pytest.raises(ValueError, match=r"unknown model 'lstm'; choices: dlinear, mlp, patchtst, tcn"):
+        models.build_model("lstm", 16, 4, 2)
+    with pytest.raises(ValueError, match="seq_len must be positive"):
+        models.DLinear(0, 4, 2)
+    with pytest.raises(TypeError, match="channels must be an int"):
+        models.MLPStudent(16, 4, 2.0)
+    with pytest.raises(ValueError, match="divisible by n_heads"):
+        models.PatchTST(32, 4, 2, d_model=10, n_heads=4)
+    with pytest.raises(ValueError, match="must be at least patch_len"):
+        models.PatchTST(4, 4, 2, patch_len=16, stride=8)

@@ -1,0 +1,168 @@
+import inspect
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ddkernels import cli, data, models
+from ddkernels.ops import multiscale_mse, pairwise_skl, spectral_kl, spectral_l1
+
+KD_TINY = ["kd", "--seq-len", "48", "--pred-len", "24", "--teacher", "tcn", "--teacher-epochs", "1", "--epochs", "2",
+           "--stride", "8", "--d-model", "32", "--device", "cpu"]
+DISTILL_TINY = ["distill", "--seq-len", "48", "--pred-len", "24", "--samples", "3", "--experts", "2",
+                "--expert-epochs", "3", "--expert-step", "2", "--max-start-epoch", "1", "--iterations", "4",
+                "--syn-steps", "3", "--eval-models", "2", "--eval-steps", "5", "--stride", "8", "--device", "cpu"]
+
+
+def _backend_log(monkeypatch, *functions):
+    """Record (op module, backend) for every kernel-served call of these (module, forward function name)."""
+    log = []
+    for module, name in functions:
+        forward = getattr(module, name)
+
+        def logged(*args, _forward=forward, _op=module.__name__.rsplit(".", 1)[-1]):
+            log.append((_op, inspect.signature(_forward).bind(*args).arguments["backend"]))
+            return _forward(*args)
+        monkeypatch.setattr(module, name, logged)
+    return log
+
+
+KD_OPS = ((spectral_kl, "_forward"), (multiscale_mse, "_forward"))
+DISTILL_OPS = ((spectral_l1, "_forward"), (pairwise_skl, "_diversity_forward"))
+
+
+def _finite_metrics(table):
+    for key in ("mse", "mae"):
+        assert math.isfinite(table[key]) and table[key] > 0
+
+
+def test_kd_writes_metrics_and_uses_fused_ops(tmp_path, monkeypatch):
+    log = _backend_log(monkeypatch, *KD_OPS)
+    assert cli.main(KD_TINY + ["--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for name in ("teacher", "student_plain", "student_kd"):
+        _finite_metrics(metrics[name])
+        assert metrics["params"][name] > 0 and metrics["inference_ms"][name] > 0
+    assert metrics["config"]["teacher"] == "tcn" and metrics["config"]["scales"] == [1, 2, 4, 8]
+    assert metrics["student_plain"] != metrics["student_kd"]
+    assert (tmp_path / "forecast.png").stat().st_size > 0
+    # both terms, on predictions and on features, each through the C++ kernels
+    assert {name for name, _ in log} == {"spectral_kl", "multiscale_mse"}
+    assert {backend for _, backend in log} == {"cpu"}
+
+
+def test_kd_resume_skips_finished_models(tmp_path, monkeypatch):
+    assert cli.main(KD_TINY + ["--out", str(tmp_path)]) == 0
+    first = json.loads((tmp_path / "metrics.json").read_text())
+    log = _backend_log(monkeypatch, *KD_OPS)
+    assert cli.main(KD_TINY + ["--out", str(tmp_path), "--resume"]) == 0
+    assert log == []  # the distilled student was finished: no training step ran
+    resumed = json.loads((tmp_path / "metrics.json").read_text())
+    for name in ("teacher", "student_plain", "student_kd"):
+        assert resumed[name] == first[name]
+
+
+def test_kd_resume_continues_an_interrupted_student(tmp_path):
+    args = KD_TINY + ["--out", str(tmp_path)]
+    assert cli.main(args[:args.index("--epochs") + 1] + ["1"] + args[args.index("--epochs") + 2:]) == 0
+    checkpoint = torch.load(tmp_path / "student_kd.pt", weights_only=True)
+    assert checkpoint["epoch"] == 1
+    assert cli.main(args + ["--resume"]) == 0
+    assert torch.load(tmp_path / "student_kd.pt", weights_only=True)["epoch"] == 2
+
+
+def test_distill_writes_sets_metrics_and_uses_fused_ops(tmp_path, monkeypatch):
+    log = _backend_log(monkeypatch, *DISTILL_OPS)
+    assert cli.main(DISTILL_TINY + ["--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for table in (metrics, metrics["cross_architecture"]):
+        for method in ("random", "base", "ddtime", "full"):
+            _finite_metrics(table[method])
+            assert table[method]["mse_std"] >= 0 and table[method]["mae_std"] >= 0
+    assert metrics["cross_architecture"]["backbone"] == "mlp"
+    assert set(metrics["seconds_per_iteration"]) == {"base", "ddtime"}
+    assert {name for name, _ in log} == {"spectral_l1", "pairwise_skl"}
+    assert {backend for _, backend in log} == {"cpu"}
+    assert len(log) == 2 * 4  # one call of each per ddtime iteration, none for base
+    # the distilled set loads back for training
+    dataset, meta = data.load_synthetic_set(tmp_path / "ddtime_set.pt")
+    x, y = dataset[0]
+    assert x.shape == (48, 7) and y.shape == (24, 7) and len(dataset) == 3
+    assert meta["method"] == "ddtime"
+    model = models.build_model("dlinear", 48, 24, 7)
+    assert model(x[None]).shape == (1, 24, 7)
+    assert (tmp_path / "synthetic_sets.png").stat().st_size > 0
+
+
+def test_distill_sets_change_and_differ(tmp_path):
+    assert cli.main(DISTILL_TINY + ["--out", str(tmp_path)]) == 0
+    base, _ = data.load_synthetic_set(tmp_path / "base_set.pt")
+    ddtime, _ = data.load_synthetic_set(tmp_path / "ddtime_set.pt")
+    assert not torch.equal(base[0][0], ddtime[0][0])
+    assert torch.isfinite(ddtime[0][0]).all()
+
+
+def test_distill_resume_reuses_experts_and_state(tmp_path):
+    assert cli.main(DISTILL_TINY + ["--out", str(tmp_path)]) == 0
+    expert = tmp_path / "experts" / "expert_000.pt"
+    stamp = expert.stat().st_mtime_ns
+    first = json.loads((tmp_path / "metrics.json").read_text())
+    assert cli.main(DISTILL_TINY + ["--out", str(tmp_path), "--resume"]) == 0
+    assert expert.stat().st_mtime_ns == stamp
+    resumed = json.loads((tmp_path / "metrics.json").read_text())
+    assert resumed["ddtime"] == first["ddtime"] and resumed["base"] == first["base"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["distill", "--max-start-epoch", "20", "--expert-epochs", "5"], "--max-start-epoch"),
+    (["distill", "--samples", "1"], "--samples"),
+    (["distill", "--lambda", "-1"], "--lambda"),
+    (["kd", "--alpha", "-0.5"], "--alpha"),
+])
+def test_bad_options_name_the_option(tmp_path, argv, message):
+    with pytest.raises(ValueError, match=message):
+        cli.main(argv + ["--out", str(tmp_path), "--device", "cpu"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["kd", "--scales", "1,x"], "--scales"),
+    (["kd", "--epochs", "0"], "--epochs"),
+    (["distill", "--alpha", "2"], "--alpha"),
+    (["distill", "--backbone", "gpt"], "--backbone"),
+])
+def test_malformed_options_are_argparse_errors(capsys, argv, message):
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_missing_data_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        cli.main(KD_TINY + ["--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path)])
+
+
+def _torchrun(args, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "ddkernels"]
+                            + args + ["--out", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, env=env,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((tmp_path / "metrics.json").read_text())
+
+
+def test_kd_under_torchrun_two_processes(tmp_path):
+    metrics = _torchrun(KD_TINY, tmp_path)
+    assert metrics["config"]["world_size"] == 2
+    for name in ("teacher", "student_plain", "student_kd"):
+        _finite_metrics(metrics[name])
+
+
+def test_distill_under_torchrun_shares_out_experts(tmp_path):
+    metrics = _torchrun(DISTILL_TINY, tmp_path)
+    assert metrics["config"]["world_size"] == 2
+    assert sorted(p.name for p in (tmp_path / "experts").iterdir()) == ["expert_000.pt", "expert_001.pt"]
+    _finite_metrics(metrics["ddtime"])
