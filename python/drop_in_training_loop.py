@@ -2,36 +2,17 @@
 
 A linear forecaster (seq_len -> pred_len, shared across channels) is trained on sliding windows with
 MSE plus TimeDistill's multi-scale and multi-period terms against a teacher's predictions; the only
-ddkernels lines are the loss calls. Reads a forecasting CSV (a `date` column, then the series) when
-given one, e.g. ../shared/data/ETTh1.csv, else a synthetic seasonal series.
+ddkernels lines are the data loading and the loss calls. Reads a forecasting CSV (a `date` column, then the
+series) when given one, e.g. ../shared/data/ETTh1.csv, else ddkernels' synthetic series.
 
     python python/drop_in_training_loop.py [--csv PATH] [--epochs 3] [--device cpu]
 """
 import argparse
-import csv
-import math
 
 import torch
 
 import ddkernels
-
-
-def load_series(path, rows=8640):
-    if path is None:
-        t = torch.arange(rows, dtype=torch.float32)
-        base = torch.stack([torch.sin(2 * math.pi * t / p) for p in (24, 168, 12, 6, 48, 72, 336)], dim=1)
-        return base + 0.1 * torch.randn(rows, 7, generator=torch.Generator().manual_seed(0))
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        next(reader)
-        values = [[float(v) for v in row[1:]] for _, row in zip(range(rows), reader)]
-    series = torch.tensor(values)
-    return (series - series.mean(0)) / series.std(0)
-
-
-def windows(series, seq_len, pred_len):
-    x = series.unfold(0, seq_len + pred_len, 1).transpose(1, 2)   # [N, seq_len + pred_len, C]
-    return x[:, :seq_len], x[:, seq_len:]
+import ddkernels.data
 
 
 class Linear(torch.nn.Module):
@@ -51,7 +32,7 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
     seq_len, pred_len = 96, 96
-    x, y = windows(load_series(args.csv), seq_len, pred_len)
+    x, y = ddkernels.data.load(args.csv, seq_len, pred_len).windows("train").tensors()
     x, y = x.to(args.device), y.to(args.device)
     teacher = Linear(seq_len, pred_len).to(args.device)          # stands in for a trained Transformer teacher
     student = Linear(seq_len, pred_len).to(args.device)
