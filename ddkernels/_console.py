@@ -38,13 +38,15 @@ class Progress:
         self.stream.flush()
 
     def __iter__(self):
-        for item in self.iterable:
-            yield item
-            self.count += 1
+        try:
+            for item in self.iterable:
+                yield item
+                self.count += 1
+                if self.enabled:
+                    self._draw()
+        finally:
             if self.enabled:
-                self._draw()
-        if self.enabled:
-            self._draw(final=True)
+                self._draw(final=True)
 
 
 def print_table(header, rows):

@@ -1,3 +1,4 @@
+import argparse
 import inspect
 import json
 import math
@@ -7,8 +8,10 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ddkernels import cli, data, models
+from ddkernels.trainers import ddtime as ddtime_trainer
 from ddkernels.ops import multiscale_mse, pairwise_skl, spectral_kl, spectral_l1
 
 KD_TINY = ["kd", "--seq-len", "48", "--pred-len", "24", "--teacher", "tcn", "--teacher-epochs", "1", "--epochs", "2",
@@ -53,6 +56,18 @@ def test_kd_writes_metrics_and_uses_fused_ops(tmp_path, monkeypatch):
     # both terms, on predictions and on features, each through the C++ kernels
     assert {name for name, _ in log} == {"spectral_kl", "multiscale_mse"}
     assert {backend for _, backend in log} == {"cpu"}
+
+
+def test_kd_without_distillation_terms_equals_the_plain_student(tmp_path):
+    # same initialisation, same batches: with alpha = beta = 0 the two students must end identical
+    assert cli.main(KD_TINY + ["--alpha", "0", "--beta", "0", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["student_kd"] == metrics["student_plain"]
+    plain = torch.load(tmp_path / "student_plain.pt", weights_only=True)["model"]
+    distilled = torch.load(tmp_path / "student_kd.pt", weights_only=True)["model"]
+    assert set(distilled) == {f"student.{name}" for name in plain}
+    for name, value in plain.items():
+        assert torch.equal(value, distilled[f"student.{name}"])
 
 
 def test_kd_resume_skips_finished_models(tmp_path, monkeypatch):
@@ -102,26 +117,101 @@ def test_distill_sets_change_and_differ(tmp_path):
     assert cli.main(DISTILL_TINY + ["--out", str(tmp_path)]) == 0
     base, _ = data.load_synthetic_set(tmp_path / "base_set.pt")
     ddtime, _ = data.load_synthetic_set(tmp_path / "ddtime_set.pt")
-    assert not torch.equal(base[0][0], ddtime[0][0])
-    assert torch.isfinite(ddtime[0][0]).all()
+    dataset = data.load(None, 48, 24, seed=0)
+    train = dataset.windows("train", stride=8).tensors()
+    initial_x, initial_y = ddtime_trainer.split_set(
+        ddtime_trainer.random_windows(train, 3, torch.Generator().manual_seed(0)), 48)
+    for distilled in (base, ddtime):
+        assert torch.isfinite(distilled.tensors[0]).all() and torch.isfinite(distilled.tensors[1]).all()
+        assert not torch.allclose(distilled.tensors[0], initial_x)
+        assert not torch.allclose(distilled.tensors[1], initial_y)
+    assert not torch.equal(base.tensors[0], ddtime.tensors[0])
 
 
-def test_distill_resume_reuses_experts_and_state(tmp_path):
+def _distill_config(**overrides):
+    parser = argparse.ArgumentParser()
+    ddtime_trainer.add_arguments(parser)
+    config = ddtime_trainer.resolve_config(parser.parse_args(DISTILL_TINY[1:]))
+    config.update(overrides)
+    return config
+
+
+def test_matching_step_equals_hand_computation():
+    config = _distill_config(syn_steps=1, label_rate=0.0, alpha=0.0, lam=0.0)
+    gen = torch.Generator().manual_seed(3)
+    initial = torch.randn(3, 7, 72, generator=gen)
+    run = ddtime_trainer.TrajectoryMatching("base", config, initial, torch.device("cpu"), (48, 24, 7))
+    size = sum(p.numel() for p in run.student.model.parameters())
+    theta_start, theta_target = torch.randn(size, generator=gen) * 0.1, torch.randn(size, generator=gen) * 0.1
+    loss = run.step(theta_start, theta_target)
+
+    model = run.student.model
+    x, y = initial[:, :, :48].transpose(1, 2), initial[:, :, 48:].transpose(1, 2)
+    theta = theta_start.clone().requires_grad_(True)
+    grad = torch.autograd.grad(F.mse_loss(run.student(theta, x), y), theta)[0]
+    theta_next = theta_start - config["lr_expert"] * grad
+    expected = ((theta_next - theta_target).square().sum() / (theta_start - theta_target).square().sum()
+                + F.mse_loss(run.student(theta_next, x), run.student(theta_target, x)))
+    assert loss == pytest.approx(float(expected), rel=1e-5)
+    assert not model.training
+    assert run.synthetic.grad is not None and run.log_lr.grad is not None and run.log_lr.grad != 0
+
+
+def test_label_update_moves_only_the_targets():
+    config = _distill_config(syn_steps=1, label_rate=1.0, lr_syn=1e-12)
+    initial = torch.randn(3, 7, 72, generator=torch.Generator().manual_seed(4))
+    run = ddtime_trainer.TrajectoryMatching("ddtime", config, initial, torch.device("cpu"), (48, 24, 7))
+    size = sum(p.numel() for p in run.student.model.parameters())
+    theta_target = torch.randn(size, generator=torch.Generator().manual_seed(5)) * 0.1
+    run.step(torch.zeros(size), theta_target)
+    x, y = ddtime_trainer.split_set(run.synthetic.detach(), 48)
+    torch.testing.assert_close(x, initial[:, :, :48].transpose(1, 2), rtol=0, atol=1e-9)
+    torch.testing.assert_close(y, run.student(theta_target, x))
+
+
+def test_distill_resume_reuses_experts_and_state(tmp_path, monkeypatch):
     assert cli.main(DISTILL_TINY + ["--out", str(tmp_path)]) == 0
     expert = tmp_path / "experts" / "expert_000.pt"
     stamp = expert.stat().st_mtime_ns
     first = json.loads((tmp_path / "metrics.json").read_text())
+
+    def no_step(*args):
+        raise AssertionError("a finished distillation ran again on --resume")
+    monkeypatch.setattr(ddtime_trainer.TrajectoryMatching, "step", no_step)
     assert cli.main(DISTILL_TINY + ["--out", str(tmp_path), "--resume"]) == 0
     assert expert.stat().st_mtime_ns == stamp
     resumed = json.loads((tmp_path / "metrics.json").read_text())
     assert resumed["ddtime"] == first["ddtime"] and resumed["base"] == first["base"]
 
 
+def test_distill_interrupted_then_resumed_equals_one_run(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert cli.main(DISTILL_TINY + ["--out", str(straight)]) == 0
+    args = DISTILL_TINY + ["--out", str(split)]
+    shorter = args[:args.index("--iterations") + 1] + ["2"] + args[args.index("--iterations") + 2:]
+    assert cli.main(shorter) == 0
+    assert cli.main(args + ["--resume"]) == 0
+    for method in ("base", "ddtime"):
+        a, _ = data.load_synthetic_set(straight / f"{method}_set.pt")
+        b, _ = data.load_synthetic_set(split / f"{method}_set.pt")
+        assert torch.equal(a.tensors[0], b.tensors[0]) and torch.equal(a.tensors[1], b.tensors[1])
+
+
+@pytest.mark.parametrize("trainer, change", [("kd", ["--alpha", "5"]), ("kd", ["--lr", "0.5"]),
+                                             ("distill", ["--lambda", "0.1"]), ("distill", ["--seed", "1"])])
+def test_resume_with_other_options_raises(tmp_path, trainer, change):
+    args = (KD_TINY if trainer == "kd" else DISTILL_TINY) + ["--out", str(tmp_path)]
+    assert cli.main(args) == 0
+    with pytest.raises(ValueError, match="other options"):
+        cli.main(args + change + ["--resume"])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["distill", "--max-start-epoch", "20", "--expert-epochs", "5"], "--max-start-epoch"),
     (["distill", "--samples", "1"], "--samples"),
-    (["distill", "--lambda", "-1"], "--lambda"),
-    (["kd", "--alpha", "-0.5"], "--alpha"),
+    (["distill", "--samples", "1000", "--stride", "100"], "--samples"),
+    (["kd", "--pred-len", "6"], "--pred-len"),
+    (["kd", "--d-model", "2"], "--d-model"),
 ])
 def test_bad_options_name_the_option(tmp_path, argv, message):
     with pytest.raises(ValueError, match=message):
@@ -133,6 +223,11 @@ def test_bad_options_name_the_option(tmp_path, argv, message):
     (["kd", "--epochs", "0"], "--epochs"),
     (["distill", "--alpha", "2"], "--alpha"),
     (["distill", "--backbone", "gpt"], "--backbone"),
+    (["distill", "--lambda", "-1"], "--lambda"),
+    (["distill", "--lambda", "nan"], "--lambda"),
+    (["kd", "--alpha", "-0.5"], "--alpha"),
+    (["kd", "--beta", "inf"], "--beta"),
+    (["kd", "--seed", "-1"], "--seed"),
 ])
 def test_malformed_options_are_argparse_errors(capsys, argv, message):
     with pytest.raises(SystemExit):
@@ -154,8 +249,9 @@ def _torchrun(args, tmp_path):
     return json.loads((tmp_path / "metrics.json").read_text())
 
 
-def test_kd_under_torchrun_two_processes(tmp_path):
-    metrics = _torchrun(KD_TINY, tmp_path)
+@pytest.mark.parametrize("terms", [[], ["--beta", "0"]])
+def test_kd_under_torchrun_two_processes(tmp_path, terms):
+    metrics = _torchrun(KD_TINY + terms, tmp_path)
     assert metrics["config"]["world_size"] == 2
     for name in ("teacher", "student_plain", "student_kd"):
         _finite_metrics(metrics[name])

@@ -49,6 +49,10 @@ def resolve_device(name):
         raise ValueError(f"--device: {name!r}: only cpu and cuda devices are supported")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device: {name!r} asked for, but torch sees no CUDA device here")
+    if device.type == "cuda" and device.index is not None:
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device: {name!r}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+        torch.cuda.set_device(device)
     return device
 
 
@@ -96,6 +100,20 @@ def positive_float(text):
     return value
 
 
+def nonnegative_float(text):
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{text} is not a finite non-negative number")
+    return value
+
+
+def nonnegative_int(text):
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{text} is not a non-negative integer")
+    return value
+
+
 def unit_float(text):
     value = float(text)
     if not 0 <= value <= 1:
@@ -106,12 +124,17 @@ def unit_float(text):
 positive_int.__name__ = "positive integer"
 positive_float.__name__ = "positive number"
 unit_float.__name__ = "number in [0, 1]"
+nonnegative_float.__name__ = "finite non-negative number"
+nonnegative_int.__name__ = "non-negative integer"
 
 
 def shard_batches(inputs, targets, batch_size, runtime, generator):
     """This process's share of one shuffled epoch, as (x, y) batches on the runtime's device."""
     order = torch.randperm(len(inputs), generator=generator)
     share = len(inputs) // runtime.world_size
+    if share == 0:
+        raise ValueError(f"{len(inputs)} training windows cannot be shared out among {runtime.world_size} processes; "
+                         "use a smaller --stride or fewer processes")
     mine = order[runtime.rank * share:(runtime.rank + 1) * share]
     for start in range(0, share, batch_size):
         index = mine[start:start + batch_size]
@@ -145,25 +168,33 @@ class FitConfig:
     patience: int
 
 
-def _save_atomic(obj, path):
+def save_atomic(obj, path):
     tmp = Path(f"{path}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
-def fit(model, loss_fn, train, val, config, runtime, checkpoint, description, seed, resume):
+def check_key(path, saved, key):
+    if saved.get("key") != key:
+        raise ValueError(f"{path} was written with other options ({saved.get('key')}, now {key}); "
+                         "run without --resume, or with another --out")
+
+
+def fit(model, loss_fn, train, val, config, runtime, checkpoint, description, seed, resume, key):
     """Train ``model`` with Adam on ``loss_fn(module, x, y)``; early stopping on validation MSE.
 
     ``train`` and ``val`` are (inputs, targets) tensor pairs; ``module`` is the model, wrapped in
     DistributedDataParallel under torchrun. Each epoch ends with a checkpoint (written by process 0), and with
     ``resume`` a run continues from it (a finished or early-stopped one is loaded without training; a larger
-    ``config.epochs`` than the checkpoint's continues it). Returns the
+    ``config.epochs`` than the checkpoint's continues it). ``key`` (a dict of the options that shaped the model)
+    is saved with the checkpoint, and resuming from one written with another key raises. Returns the
     per-epoch history; the model ends with its best validation weights.
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     state = {"epoch": 0, "best_val": float("inf"), "best_model": None, "bad_epochs": 0, "history": []}
     if resume and Path(checkpoint).exists():
         saved = torch.load(checkpoint, map_location=runtime.device, weights_only=True)
+        check_key(checkpoint, saved, key)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state = {key: saved[key] for key in state}
@@ -193,7 +224,8 @@ def fit(model, loss_fn, train, val, config, runtime, checkpoint, description, se
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
         if runtime.is_main:
-            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), **state}, checkpoint)
+            save_atomic({"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(), **state},
+                        checkpoint)
     if state["best_model"] is not None:
         model.load_state_dict(state["best_model"])
     barrier(runtime)

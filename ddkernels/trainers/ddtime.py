@@ -36,11 +36,20 @@ from torch.func import functional_call
 import ddkernels
 from ddkernels import data, models
 from ddkernels._console import Progress, print_table
-from ddkernels.trainers._common import (FitConfig, Runtime, barrier, evaluate, fit, positive_float, positive_int,
-                                        pyplot_or_none, seed_everything, shard_batches, start_runtime,
-                                        stop_runtime, unit_float, write_json)
+from ddkernels.trainers._common import (FitConfig, Runtime, barrier, check_key, evaluate, fit, nonnegative_float,
+                                        nonnegative_int, positive_float, positive_int, pyplot_or_none, save_atomic,
+                                        seed_everything, shard_batches, start_runtime, stop_runtime, unit_float,
+                                        write_json)
 
 METHODS = ("random", "base", "ddtime", "full")
+CHECKPOINT_EVERY = 50  # distillation iterations between checkpoints
+# The options a checkpoint depends on (its key; a resume with other values raises). Counts of epochs and
+# iterations are left out, so a resume may extend them.
+EXPERT_OPTIONS = ("data", "seed", "seq_len", "pred_len", "stride", "backbone", "lr_expert", "batch_size",
+                  "expert_epochs")
+DISTILL_OPTIONS = EXPERT_OPTIONS + ("experts", "samples", "syn_steps", "expert_step", "max_start_epoch", "alpha",
+                                    "lam", "tau", "spectral_norm", "lr_syn", "lr_lr", "clip", "label_rate")
+FULL_OPTIONS = ("data", "seed", "seq_len", "pred_len", "stride", "batch_size", "eval_lr", "patience")
 
 PRESETS = {
     "quick": {"experts": 4, "expert_epochs": 8, "iterations": 200, "syn_steps": 40, "expert_step": 2,
@@ -74,7 +83,7 @@ def add_arguments(parser):
     parser.add_argument("--max-start-epoch", type=positive_int, default=None,
                         help="start epochs are drawn from 0 .. this - 1")
     parser.add_argument("--alpha", type=unit_float, default=None, help="spectral share of the value term (0.8)")
-    parser.add_argument("--lambda", dest="lam", type=float, default=None,
+    parser.add_argument("--lambda", dest="lam", type=nonnegative_float, default=None,
                         help="weight of the inter-sample bottleneck (default 0.6)")
     parser.add_argument("--spectral-norm", choices=("backward", "ortho", "forward"), default=None,
                         help="rFFT norm of the spectral term (default ortho: on the scale of the time-domain values)")
@@ -91,7 +100,16 @@ def add_arguments(parser):
     parser.add_argument("--eval-steps", type=positive_int, default=None, help="Adam steps on a synthetic set")
     parser.add_argument("--stride", type=positive_int, default=None, help="step between real training windows")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data, experts, initialisation and sampling")
+    parser.add_argument("--seed", type=nonnegative_int, default=0,
+                        help="seed of data, experts, initialisation and sampling")
+    parser.add_argument("--lr-expert", type=positive_float, default=None,
+                        help="experts' SGD rate, also the initial student step size (0.01)")
+    parser.add_argument("--lr-lr", type=positive_float, default=None, help="Adam rate of the log step size (0.01)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="experts' and full models' batch (32)")
+    parser.add_argument("--eval-lr", type=positive_float, default=None,
+                        help="Adam rate of the evaluation and full-data models (0.001)")
+    parser.add_argument("--full-epochs", type=positive_int, default=None, help="epochs of the full-data models (20)")
+    parser.add_argument("--patience", type=positive_int, default=None, help="full-data early-stopping patience (3)")
     parser.add_argument("--resume", action="store_true",
                         help="reuse finished experts and continue distillation from the checkpoints in --out")
 
@@ -100,11 +118,10 @@ def resolve_config(args):
     """The options in force: given explicitly, else the preset's, else the defaults."""
     config = dict(DEFAULTS, **PRESETS[args.preset])
     config.update({key: value for key, value in vars(args).items() if key in DEFAULTS and value is not None})
-    if config["lam"] < 0:
-        raise ValueError(f"--lambda must be a non-negative number, got {config['lam']}")
-    if config["max_start_epoch"] + config["expert_step"] > config["expert_epochs"]:
+    if config["max_start_epoch"] + config["expert_step"] > config["expert_epochs"] + 1:
         raise ValueError(f"--max-start-epoch ({config['max_start_epoch']}) + --expert-step ({config['expert_step']}) "
-                         f"must be at most --expert-epochs ({config['expert_epochs']})")
+                         f"must be at most --expert-epochs + 1 ({config['expert_epochs'] + 1}): "
+                         "a trajectory holds the parameters before training and after every epoch")
     if config["samples"] < 2:
         raise ValueError(f"--samples must be at least 2 (the bottleneck compares pairs), got {config['samples']}")
     config.update(data=args.data, preset=args.preset, device=args.device, seed=args.seed)
@@ -120,8 +137,8 @@ class FlatParameters:
         self.shapes = [p.shape for _, p in model.named_parameters()]
         self.sizes = [p.numel() for _, p in model.named_parameters()]
 
-    def flatten(self, model):
-        return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    def flatten(self):
+        return torch.cat([p.detach().reshape(-1) for p in self.model.parameters()])
 
     def __call__(self, theta, x):
         pieces = torch.split(theta, self.sizes)
@@ -135,7 +152,7 @@ def train_expert(index, config, train, runtime, shape):
     model = models.build_model(config["backbone"], *shape).to(runtime.device)
     flat = FlatParameters(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=config["lr_expert"])
-    trajectory = [flat.flatten(model).cpu()]
+    trajectory = [flat.flatten().cpu()]
     generator = torch.Generator().manual_seed(config["seed"] * 1000 + index)
     single = Runtime(0, 1, runtime.device)
     for _ in range(config["expert_epochs"]):
@@ -144,22 +161,23 @@ def train_expert(index, config, train, runtime, shape):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        trajectory.append(flat.flatten(model).cpu())
+        trajectory.append(flat.flatten().cpu())
     return torch.stack(trajectory)
 
 
 def expert_trajectories(config, train, runtime, shape, folder, resume):
     """Every expert's trajectory; under torchrun expert i is trained by process i mod world size."""
     folder.mkdir(parents=True, exist_ok=True)
-    key = {name: config[name] for name in ("backbone", "seq_len", "pred_len", "lr_expert", "batch_size",
-                                          "expert_epochs", "stride", "seed", "data")}
+    key = config_key(config, EXPERT_OPTIONS)
     mine = [i for i in range(config["experts"]) if i % runtime.world_size == runtime.rank]
     for i in Progress(mine, "experts", enabled=runtime.is_main):
         path = folder / f"expert_{i:03d}.pt"
-        if resume and path.exists() and torch.load(path, weights_only=True)["key"] == key:
+        if resume and _saved_key(path) == key:
             continue
-        torch.save({"key": key, "trajectory": train_expert(i, config, train, runtime, shape)}, path)
+        save_atomic({"key": key, "trajectory": train_expert(i, config, train, runtime, shape)}, path)
     barrier(runtime)
+    if not runtime.is_main:
+        return None
     trajectories = []
     for i in range(config["experts"]):
         saved = torch.load(folder / f"expert_{i:03d}.pt", weights_only=True)
@@ -168,6 +186,18 @@ def expert_trajectories(config, train, runtime, shape, folder, resume):
                              "run without --resume to retrain the experts")
         trajectories.append(saved["trajectory"])
     return trajectories
+
+
+def config_key(config, names, **extra):
+    return {**{name: config[name] for name in names}, **extra}
+
+
+def _saved_key(path):
+    """The key of a finished expert file, or None when there is none or it cannot be read."""
+    try:
+        return torch.load(path, weights_only=True)["key"]
+    except (OSError, RuntimeError, KeyError, EOFError):
+        return None
 
 
 def random_windows(train, samples, generator):
@@ -187,7 +217,8 @@ class TrajectoryMatching:
     def __init__(self, method, config, initial_set, device, shape):
         self.alpha, self.lam = (config["alpha"], config["lam"]) if method == "ddtime" else (0.0, 0.0)
         self.config = config
-        self.student = FlatParameters(models.build_model(config["backbone"], *shape).to(device))
+        # eval mode: dropout would make the unrolled steps and the teacher's targets random
+        self.student = FlatParameters(models.build_model(config["backbone"], *shape).to(device).eval())
         self.synthetic = initial_set.clone().to(device).requires_grad_(True)
         self.log_lr = torch.tensor(math.log(config["lr_expert"]), device=device, requires_grad=True)
         self.optimizer = torch.optim.Adam([{"params": [self.synthetic], "lr": config["lr_syn"]},
@@ -202,7 +233,8 @@ class TrajectoryMatching:
         for _ in range(config["syn_steps"]):
             inner = F.mse_loss(student(theta, x), y)
             theta = theta - step_size * torch.autograd.grad(inner, theta, create_graph=True)[0]
-        loss = (theta - theta_target).square().sum() / (theta_start - theta_target).square().sum()
+        distance = (theta_start - theta_target).square().sum().clamp_min(torch.finfo(theta.dtype).tiny)
+        loss = (theta - theta_target).square().sum() / distance
         prediction = student(theta, x)
         with torch.no_grad():
             teacher_prediction = student(theta_target, x)
@@ -242,11 +274,13 @@ def distill(config, trajectories, initial_set, device, shape, checkpoint, resume
     each iteration, each iteration timed (so the two costs are measured under the same conditions).
     Returns {method: TrajectoryMatching} and {method: median seconds per iteration}."""
     runs = {method: TrajectoryMatching(method, config, initial_set, device, shape) for method in ("base", "ddtime")}
+    key = config_key(config, DISTILL_OPTIONS)
     seconds = {method: [] for method in runs}
     generator = torch.Generator().manual_seed(config["seed"] + 17)
     start_iteration = 0
     if resume and Path(checkpoint).exists():
-        saved = torch.load(checkpoint, map_location=device, weights_only=True)
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        check_key(checkpoint, saved, key)
         for method, run in runs.items():
             run.load_state_dict(saved[method])
         generator.set_state(saved["generator"])
@@ -265,10 +299,10 @@ def distill(config, trajectories, initial_set, device, shape, checkpoint, resume
                 torch.cuda.synchronize(device)
             seconds[method].append(time.perf_counter() - begin)
             iterations.set(**{method: loss})
-        if (iteration + 1) % 50 == 0 or iteration + 1 == config["iterations"]:
-            torch.save({**{method: run.state_dict() for method, run in runs.items()},
-                        "generator": generator.get_state(), "iteration": iteration + 1, "seconds": seconds},
-                       checkpoint)
+        if (iteration + 1) % CHECKPOINT_EVERY == 0 or iteration + 1 == config["iterations"]:
+            save_atomic({**{method: run.state_dict() for method, run in runs.items()}, "key": key,
+                         "generator": generator.get_state(), "iteration": iteration + 1, "seconds": seconds},
+                        checkpoint)
     return runs, {method: statistics.median(times) for method, times in seconds.items()}
 
 
@@ -311,7 +345,8 @@ def evaluate_methods(backbone, sets, config, train, val, test, device, shape, ou
                 fit_config = FitConfig(epochs=config["full_epochs"], batch_size=config["batch_size"],
                                        lr=config["eval_lr"], patience=config["patience"])
                 fit(model, lambda module, x, y: F.mse_loss(module(x), y), train, val, fit_config, single,
-                    out / f"full_{backbone}_{k}.pt", f"full {backbone} {k}", seed, resume)
+                    out / f"full_{backbone}_{k}.pt", f"full {backbone} {k}", seed, resume,
+                    config_key(config, FULL_OPTIONS, backbone=backbone, model=k))
             else:
                 model = train_on_set(backbone, sets[method], config, device, shape, seed)
             runs.append(evaluate(model, *test, single))
@@ -354,6 +389,8 @@ def _run(config, args, runtime):
     out.mkdir(parents=True, exist_ok=True)
     dataset = data.load(config["data"], config["seq_len"], config["pred_len"], seed=config["seed"])
     train = dataset.windows("train", stride=config["stride"]).tensors()
+    if config["samples"] > len(train[0]):
+        raise ValueError(f"--samples ({config['samples']}) exceeds the {len(train[0])} training windows")
     shape = (config["seq_len"], config["pred_len"], dataset.channels)
     if runtime.is_main:
         print(f"data: {dataset.name}, {dataset.channels} channels, {len(train[0])} training windows; "

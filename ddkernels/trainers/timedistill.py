@@ -24,8 +24,9 @@ import ddkernels
 from ddkernels import data, models
 from ddkernels._console import print_table
 from ddkernels._validation import check_scales
-from ddkernels.trainers._common import (FitConfig, evaluate, fit, inference_ms, positive_float, positive_int,
-                                        pyplot_or_none, seed_everything, start_runtime, stop_runtime, write_json)
+from ddkernels.trainers._common import (FitConfig, evaluate, fit, inference_ms, nonnegative_float, nonnegative_int,
+                                        positive_float, positive_int, pyplot_or_none, seed_everything, start_runtime,
+                                        stop_runtime, write_json)
 
 TEACHERS = ("patchtst", "tcn")
 
@@ -68,12 +69,14 @@ def add_arguments(parser):
     parser.add_argument("--lr", type=positive_float, default=None, help="student learning rate (Adam)")
     parser.add_argument("--teacher-lr", type=positive_float, default=None, help="teacher learning rate (Adam)")
     parser.add_argument("--d-model", type=positive_int, default=None, help="MLP student hidden width (default 512)")
-    parser.add_argument("--alpha", type=float, default=None, help="weight of the prediction-level terms (default 1)")
-    parser.add_argument("--beta", type=float, default=None, help="weight of the feature-level terms (default 1)")
+    parser.add_argument("--alpha", type=nonnegative_float, default=None,
+                        help="weight of the prediction-level terms (default 1)")
+    parser.add_argument("--beta", type=nonnegative_float, default=None,
+                        help="weight of the feature-level terms (default 1)")
     parser.add_argument("--tau", type=positive_float, default=None, help="spectral softmax temperature (default 0.5)")
     parser.add_argument("--scales", type=_scales, default=None, help="pooling scales, e.g. 1,2,4,8 (the default)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and shuffling")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of data, initialisation and shuffling")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoints in --out instead of starting over")
 
@@ -82,25 +85,32 @@ def resolve_config(args):
     """The options in force: given explicitly, else the preset's, else the defaults."""
     config = dict(DEFAULTS, **PRESETS[args.preset])
     config.update({key: value for key, value in vars(args).items() if key in DEFAULTS and value is not None})
-    for name in ("alpha", "beta"):
-        if not config[name] >= 0:
-            raise ValueError(f"--{name} must be a non-negative number, got {config[name]}")
+    shortest = max(2, *config["scales"])
+    if config["pred_len"] < shortest:
+        raise ValueError(f"--pred-len ({config['pred_len']}) must be at least {shortest}: the spectral KL needs 2 "
+                         f"steps and --scales {config['scales']} pool up to {max(config['scales'])}")
+    if 2 * config["d_model"] < shortest:
+        raise ValueError(f"--d-model ({config['d_model']}): the student's features (2 x d_model) must be at least "
+                         f"{shortest} long for --scales {config['scales']}")
     config.update(data=args.data, preset=args.preset, device=args.device, seed=args.seed)
     return config
 
 
 class DistillationStudent(nn.Module):
-    """The student and the regressor that maps the teacher's features to the student's feature width.
+    """The student and, when the feature terms are on, the regressor that maps the teacher's features to the
+    student's feature width.
 
     ``forward(x)`` is the student's forecast; ``forward(x, teacher_features)`` also returns the student's
     features and the projected teacher features (one call, so DistributedDataParallel sees every parameter).
     """
 
-    def __init__(self, student, teacher_dim):
+    def __init__(self, student, teacher_dim=None):
         super().__init__()
         self.student = student
-        width = student.feature_dim
-        self.regressor = nn.Sequential(nn.Linear(teacher_dim, width), nn.ReLU(), nn.Linear(width, width))
+        self.regressor = None
+        if teacher_dim is not None:
+            width = student.feature_dim
+            self.regressor = nn.Sequential(nn.Linear(teacher_dim, width), nn.ReLU(), nn.Linear(width, width))
 
     def forward(self, x, teacher_features=None):
         if teacher_features is None:
@@ -111,10 +121,13 @@ class DistillationStudent(nn.Module):
 
 def distillation_loss(module, x, y, teacher, config):
     """MSE to the ground truth plus the prediction- and feature-level TimeDistill terms (ddkernels' fused ops)."""
+    tau, scales = config["tau"], config["scales"]
     with torch.no_grad():
         teacher_prediction, teacher_features = teacher.forward_features(x)
-    prediction, features, projected = module(x, teacher_features)
-    tau, scales = config["tau"], config["scales"]
+    if config["beta"]:
+        prediction, features, projected = module(x, teacher_features)
+    else:
+        prediction = module(x)
     loss = F.mse_loss(prediction, y)
     if config["alpha"]:
         loss = loss + config["alpha"] * (
@@ -171,9 +184,19 @@ def _run(config, args, runtime):
         print(f"data: {dataset.name}, {dataset.channels} channels, windows train/val/test "
               f"{len(train[0])}/{len(val[0])}/{len(test[0])}; {runtime.world_size} process(es) on {runtime.device}")
 
+    def key(*names):
+        """The options that shape a model, saved with its checkpoint (epochs left out: a resume may extend them)."""
+        picked = {name: list(config[name]) if isinstance(config[name], tuple) else config[name] for name in names}
+        return {**picked, "world_size": runtime.world_size}
+
+    common = ("data", "seed", "seq_len", "pred_len", "stride", "batch_size", "patience")
+    keys = {"teacher": key(*common, "teacher", "teacher_lr"),
+            "student_plain": key(*common, "d_model", "lr"),
+            "student_kd": key(*common, "teacher", "teacher_lr", "d_model", "lr", "alpha", "beta", "tau", "scales")}
+
     def train_model(model, loss_fn, name, epochs, lr):
         fit_config = FitConfig(epochs=epochs, batch_size=config["batch_size"], lr=lr, patience=config["patience"])
-        fit(model, loss_fn, train, val, fit_config, runtime, out / f"{name}.pt", name, seed, args.resume)
+        fit(model, loss_fn, train, val, fit_config, runtime, out / f"{name}.pt", name, seed, args.resume, keys[name])
         model.eval()
         return model
 
@@ -188,7 +211,7 @@ def _run(config, args, runtime):
 
     seed_everything(seed + 1)
     student = models.MLPStudent(*shape, d_model=config["d_model"])
-    distilled = DistillationStudent(student, teacher.feature_dim).to(runtime.device)
+    distilled = DistillationStudent(student, teacher.feature_dim if config["beta"] else None).to(runtime.device)
     train_model(distilled, lambda module, x, y: distillation_loss(module, x, y, teacher, config), "student_kd",
                 config["epochs"], config["lr"])
 
