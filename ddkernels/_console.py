@@ -1,5 +1,5 @@
-"""Console output: a progress line on stderr for long loops (redrawn in place on a terminal, silent otherwise)
-and plain-text tables."""
+"""Console output: a progress line on stderr for long loops (redrawn in place on a terminal; elsewhere silent,
+or one plain line every ``log_every`` seconds) and plain-text tables."""
 import sys
 import time
 
@@ -7,12 +7,15 @@ import time
 class Progress:
     """Wraps an iterable; ``set(**values)`` adds values (e.g. the current loss) to the line."""
 
-    def __init__(self, iterable, description, total=None, enabled=True):
+    def __init__(self, iterable, description, total=None, enabled=True, log_every=None):
         self.iterable = iterable
         self.description = description
         self.total = len(iterable) if total is None and hasattr(iterable, "__len__") else total
         self.stream = sys.stderr
-        self.enabled = enabled and self.stream.isatty()
+        terminal = self.stream.isatty()
+        self.enabled = enabled and (terminal or log_every is not None)
+        self.interval = 0.2 if terminal else log_every
+        self.line_start, self.line_end = ("\r", "\033[K") if terminal else ("", "\n")
         self.values = {}
         self.count = 0
         self.start = time.perf_counter()
@@ -23,7 +26,7 @@ class Progress:
 
     def _draw(self, final=False):
         now = time.perf_counter()
-        if not final and now - self.last_draw < 0.2:
+        if not final and now - self.last_draw < self.interval:
             return
         self.last_draw = now
         elapsed = now - self.start
@@ -32,8 +35,8 @@ class Progress:
         if self.total and self.count and not final:
             eta = f" eta {elapsed / self.count * (self.total - self.count):.0f}s"
         values = "".join(f" {k}={v:.4g}" if isinstance(v, float) else f" {k}={v}" for k, v in self.values.items())
-        self.stream.write(f"\r{self.description}: {done} {elapsed:.0f}s{eta}{values}\033[K")
-        if final:
+        self.stream.write(f"{self.line_start}{self.description}: {done} {elapsed:.0f}s{eta}{values}{self.line_end}")
+        if final and self.line_end != "\n":
             self.stream.write("\n")
         self.stream.flush()
 

@@ -31,3 +31,15 @@ def test_modules_match_functions():
         assert torch.equal(module(x, y), expected)
         assert repr(module)
     assert torch.equal(ddkernels.nn.PairwiseSKLDiversity(tau=2.0)(x), ddkernels.pairwise_skl_diversity(x, tau=2.0))
+
+
+def test_progress_is_silent_off_a_terminal_unless_asked(capsys):
+    from ddkernels._console import Progress
+    assert list(Progress(range(3), "quiet")) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+    progress = Progress(range(3), "logged", log_every=0.0)
+    for _ in progress:
+        progress.set(loss=0.5)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("logged: 3/3") and "loss=0.5" in lines[-1]
+    assert all("\r" not in line for line in lines) and len(lines) == 4

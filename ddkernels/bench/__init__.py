@@ -299,7 +299,7 @@ def run(args):
     results, stopped = [], {}
     with ddkernels.use_backend("auto"):
         context = _context(settings, effort.copy_bytes, list(dict.fromkeys(op.name for op, _, _ in plan)))
-        progress = Progress(plan, "ddkernels bench")
+        progress = Progress(plan, "ddkernels bench", log_every=30)
         for op, sweep, shape in progress:
             progress.set(op=op.name, shape=report.shape_text(shape))
             results += _bench_shape(op, sweep, shape, settings, stopped.setdefault((op.name, sweep), {}))
