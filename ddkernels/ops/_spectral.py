@@ -95,6 +95,7 @@ def _(g, grad_output, shape, dim, dtype, backend):
 def save_for_backward(ctx, first, dim, backend, spectral_grad, difference):
     """Keep what the backward needs; ``difference``: one G for the spectrum of first - second (complex L1)."""
     ctx.mark_non_differentiable(spectral_grad)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the non-differentiable outputs
     ctx.save_for_backward(spectral_grad)
     ctx.shape, ctx.dim, ctx.dtype = list(first.shape), dim, first.dtype
     ctx.backend, ctx.difference = backend, difference
@@ -102,6 +103,8 @@ def save_for_backward(ctx, first, dim, backend, spectral_grad, difference):
 
 def spectral_backward(ctx, grad_loss, op_name):
     """(grad_first, grad_second) from the saved G, each one adjoint transform (negated for the difference)."""
+    if grad_loss is None:  # the loss took no part in what is differentiated
+        return None, None
     if torch.is_grad_enabled() and plain_eager(grad_loss):
         raise RuntimeError(f"{op_name}: double backward (create_graph=True) is not supported by the kernel "
                            "backends; use backend 'reference' for higher-order gradients")

@@ -82,10 +82,13 @@ def _(input, target, dim, scales, weights, backend, compute_grad):
 def _setup_context(ctx, inputs, output):
     _, per_scale, grad = output
     ctx.mark_non_differentiable(per_scale, grad)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the non-differentiable outputs
     ctx.save_for_backward(grad)
 
 
 def _backward(ctx, grad_loss, grad_per_scale, grad_grad):
+    if grad_loss is None:  # the loss took no part in what is differentiated
+        return (None,) * 7
     if torch.is_grad_enabled() and plain_eager(grad_loss):
         raise RuntimeError("multiscale_mse_loss: double backward (create_graph=True) is not supported by the "
                            "kernel backends; use backend 'reference' for higher-order gradients")

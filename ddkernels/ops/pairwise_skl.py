@@ -176,6 +176,7 @@ def _(x, tau, backend, compute_grad):
 def _diversity_setup_context(ctx, inputs, output):
     _, grad = output
     ctx.mark_non_differentiable(grad)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the non-differentiable outputs
     ctx.save_for_backward(grad)
     ctx.dtype = inputs[0].dtype
 
@@ -187,6 +188,8 @@ def _double_backward_check(grad_output, op_name):
 
 
 def _diversity_backward(ctx, grad_loss, grad_grad):
+    if grad_loss is None:  # the loss took no part in what is differentiated
+        return None, None, None, None
     _double_backward_check(grad_loss, "pairwise_skl_diversity")
     (grad,) = ctx.saved_tensors
     return scale_gradient(grad, grad_loss).to(ctx.dtype), None, None, None
