@@ -85,8 +85,8 @@ class Forecaster(nn.Module):
         return self.forward_features(x)[0]
 
     def forward_features(self, x):
-        """(forecast [B, pred_len, C], features [B, C, feature_dim])."""
-        raise NotImplementedError
+        """(forecast [B, pred_len, C], features [B, C, feature_dim]); every model defines it."""
+        raise NotImplementedError(f"{type(self).__name__} does not define forward_features")
 
 
 def series_first(x):

@@ -69,9 +69,21 @@ def start_runtime(device_name):
     return Runtime(dist.get_rank(), world_size, device)
 
 
-def stop_runtime(runtime):
-    if runtime.distributed:
-        dist.destroy_process_group()
+def run_in_runtime(device_name, body):
+    """body(runtime) between joining the process group (under torchrun) and leaving it."""
+    runtime = start_runtime(device_name)
+    try:
+        return body(runtime)
+    finally:
+        if runtime.distributed:
+            dist.destroy_process_group()
+
+
+def preset_options(args, defaults, presets):
+    """The options in force: given explicitly (not None), else the preset's, else the defaults."""
+    options = dict(defaults, **presets[args.preset])
+    options.update({key: value for key, value in vars(args).items() if key in defaults and value is not None})
+    return options
 
 
 def barrier(runtime):

@@ -37,8 +37,8 @@ import ddkernels
 from ddkernels import data, models
 from ddkernels._console import Progress, print_table
 from ddkernels.trainers._common import (FitConfig, Runtime, barrier, check_key, evaluate, fit, nonnegative_float,
-                                        nonnegative_int, positive_float, positive_int, pyplot_or_none, save_atomic,
-                                        seed_everything, shard_batches, start_runtime, stop_runtime, unit_float,
+                                        nonnegative_int, positive_float, positive_int, preset_options, pyplot_or_none,
+                                        run_in_runtime, save_atomic, seed_everything, shard_batches, unit_float,
                                         write_json)
 
 METHODS = ("random", "base", "ddtime", "full")
@@ -116,8 +116,7 @@ def add_arguments(parser):
 
 def resolve_config(args):
     """The options in force: given explicitly, else the preset's, else the defaults."""
-    config = dict(DEFAULTS, **PRESETS[args.preset])
-    config.update({key: value for key, value in vars(args).items() if key in DEFAULTS and value is not None})
+    config = preset_options(args, DEFAULTS, PRESETS)
     if config["max_start_epoch"] + config["expert_step"] > config["expert_epochs"] + 1:
         raise ValueError(f"--max-start-epoch ({config['max_start_epoch']}) + --expert-step ({config['expert_step']}) "
                          f"must be at most --expert-epochs + 1 ({config['expert_epochs'] + 1}): "
@@ -377,11 +376,7 @@ def _plot(path, sets, columns, seq_len):
 
 def run(args):
     config = resolve_config(args)
-    runtime = start_runtime(config["device"])
-    try:
-        return _run(config, args, runtime)
-    finally:
-        stop_runtime(runtime)
+    return run_in_runtime(config["device"], lambda runtime: _run(config, args, runtime))
 
 
 def _run(config, args, runtime):

@@ -25,8 +25,8 @@ from ddkernels import data, models
 from ddkernels._console import print_table
 from ddkernels._validation import check_scales
 from ddkernels.trainers._common import (FitConfig, evaluate, fit, inference_ms, nonnegative_float, nonnegative_int,
-                                        positive_float, positive_int, pyplot_or_none, seed_everything, start_runtime,
-                                        stop_runtime, write_json)
+                                        positive_float, positive_int, preset_options, pyplot_or_none, run_in_runtime,
+                                        seed_everything, write_json)
 
 TEACHERS = ("patchtst", "tcn")
 
@@ -83,8 +83,7 @@ def add_arguments(parser):
 
 def resolve_config(args):
     """The options in force: given explicitly, else the preset's, else the defaults."""
-    config = dict(DEFAULTS, **PRESETS[args.preset])
-    config.update({key: value for key, value in vars(args).items() if key in DEFAULTS and value is not None})
+    config = preset_options(args, DEFAULTS, PRESETS)
     shortest = max(2, *config["scales"])
     if config["pred_len"] < shortest:
         raise ValueError(f"--pred-len ({config['pred_len']}) must be at least {shortest}: the spectral KL needs 2 "
@@ -164,11 +163,7 @@ def _plot(path, series, truth, forecasts, column):
 
 def run(args):
     config = resolve_config(args)
-    runtime = start_runtime(config["device"])
-    try:
-        return _run(config, args, runtime)
-    finally:
-        stop_runtime(runtime)
+    return run_in_runtime(config["device"], lambda runtime: _run(config, args, runtime))
 
 
 def _run(config, args, runtime):
