@@ -41,6 +41,14 @@ def check_length(name, length, minimum, what):
         raise ValueError(f"{name} has length {length} along dim, but {what} needs at least {minimum}")
 
 
+def check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return int(value)
+
+
 def check_tau(tau):
     if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
         raise TypeError(f"tau must be a real number, got {type(tau).__name__}")

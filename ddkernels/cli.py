@@ -85,7 +85,8 @@ def info(args):
     print(f"ddkernels {ddkernels.__version__}  torch {torch.__version__}  triton {_version('triton')}  "
           f"python {platform.python_version()}")
     cext = _backend.cpu_extension()
-    print(f"C++ extension ddkernels._C: {'built' if cext is not None else 'NOT available: ' + str(_backend._C_IMPORT_ERROR)}")
+    extension = "built" if cext is not None else f"NOT available: {_backend._C_IMPORT_ERROR}"
+    print(f"C++ extension ddkernels._C: {extension}")
     print(f"Triton: {'present' if _backend.triton_available() else 'absent'}"
           f"{' (interpreter mode: TRITON_INTERPRET=1)' if _backend.triton_interpret() else ''}")
     cuda = torch.cuda.is_available()
@@ -106,7 +107,8 @@ def info(args):
 def build_parser():
     parser = argparse.ArgumentParser(prog="ddkernels", description="Fused loss kernels for time-series distillation")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_info = sub.add_parser("info", help="versions, usable backends, and a self-check of every op against the reference")
+    p_info = sub.add_parser("info",
+                            help="versions, usable backends, and a self-check of every op against the reference")
     p_info.set_defaults(func=info)
     for name, module_name, help_text in (
         ("bench", "ddkernels.bench", "benchmark every op against eager PyTorch and torch.compile"),

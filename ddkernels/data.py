@@ -17,21 +17,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from ddkernels._validation import check_choice
+from ddkernels._validation import check_choice, check_positive_int
 
 SPLITS = ("train", "val", "test")
 TARGET = "OT"
 ETT_HOURS = (12 * 30 * 24, 4 * 30 * 24, 4 * 30 * 24)
 SYNTHETIC_PERIODS = (24, 168, 12)
 SYNTHETIC_SET_FORMAT = "ddkernels.synthetic_set.v1"
-
-
-def check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return int(value)
 
 
 @dataclass(frozen=True)

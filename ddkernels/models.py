@@ -6,13 +6,14 @@ parameters and the input (no running statistics, no in-place updates), so the mo
 ``torch.func.functional_call`` and differentiated through SGD steps. Attention is written out with matmuls
 rather than ``scaled_dot_product_attention``, whose fused GPU kernels have no double backward.
 """
+import abc
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddkernels.data import check_positive_int
+from ddkernels._validation import check_positive_int
 
 
 class RevIN(nn.Module):
@@ -67,7 +68,7 @@ class SeriesDecomposition(nn.Module):
         return f"kernel_size={self.kernel_size}"
 
 
-class Forecaster(nn.Module):
+class Forecaster(nn.Module, metaclass=abc.ABCMeta):
     """Base of the models: holds the shapes, checks the input, and forecasts through forward_features."""
 
     def __init__(self, seq_len, pred_len, channels):
@@ -84,9 +85,9 @@ class Forecaster(nn.Module):
     def forward(self, x):
         return self.forward_features(x)[0]
 
+    @abc.abstractmethod
     def forward_features(self, x):
-        """(forecast [B, pred_len, C], features [B, C, feature_dim]); every model defines it."""
-        raise NotImplementedError(f"{type(self).__name__} does not define forward_features")
+        """(forecast [B, pred_len, C], features [B, C, feature_dim])."""
 
 
 def series_first(x):

@@ -267,13 +267,16 @@ def write_json(obj, path):
     os.replace(tmp, path)
 
 
-def pyplot_or_none():
-    """matplotlib's pyplot with a file-only backend, or None (and a printed note) when it is not installed."""
+def new_figure(**kwargs):
+    """A matplotlib Figure (no pyplot state), or None and a printed note when matplotlib is not installed."""
     try:
-        import matplotlib
+        from matplotlib.figure import Figure
     except ImportError:
         print("plot skipped: matplotlib is not installed (pip install 'ddkernels[plot]')")
         return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+    return Figure(**kwargs)
+
+
+def save_figure(figure, path, dpi):
+    figure.tight_layout()
+    figure.savefig(path, dpi=dpi)

@@ -36,10 +36,10 @@ from torch.func import functional_call
 import ddkernels
 from ddkernels import data, models
 from ddkernels._console import Progress, print_table
-from ddkernels.trainers._common import (FitConfig, Runtime, barrier, check_key, evaluate, fit, nonnegative_float,
-                                        nonnegative_int, positive_float, positive_int, preset_options, pyplot_or_none,
-                                        run_in_runtime, save_atomic, seed_everything, shard_batches, unit_float,
-                                        write_json)
+from ddkernels.trainers._common import (FitConfig, Runtime, barrier, check_key, evaluate, fit, new_figure,
+                                        nonnegative_float, nonnegative_int, positive_float, positive_int,
+                                        preset_options, run_in_runtime, save_atomic, save_figure, seed_everything,
+                                        shard_batches, unit_float, write_json)
 
 METHODS = ("random", "base", "ddtime", "full")
 CHECKPOINT_EVERY = 50  # distillation iterations between checkpoints
@@ -354,14 +354,13 @@ def evaluate_methods(backbone, sets, config, train, val, test, device, shape, ou
 
 
 def _plot(path, sets, columns, seq_len):
-    plt = pyplot_or_none()
-    if plt is None:
-        return
     names = list(sets)
     samples = sets[names[0]].shape[0]
+    fig = new_figure(figsize=(3 * samples, 2.2 * len(names)))
+    if fig is None:
+        return
     column = len(columns) - 1
-    fig, axes = plt.subplots(len(names), samples, figsize=(3 * samples, 2.2 * len(names)), sharey=True,
-                             squeeze=False)
+    axes = fig.subplots(len(names), samples, sharey=True, squeeze=False)
     for row, name in enumerate(names):
         for s in range(samples):
             ax = axes[row][s]
@@ -369,9 +368,7 @@ def _plot(path, sets, columns, seq_len):
             ax.axvline(seq_len, color="grey", linewidth=0.8)
             ax.set_title(f"{name} {s}", fontsize=9)
     fig.suptitle(f"synthetic sets, column {columns[column]} (input | target)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def run(args):

@@ -24,9 +24,9 @@ import ddkernels
 from ddkernels import data, models
 from ddkernels._console import print_table
 from ddkernels._validation import check_scales
-from ddkernels.trainers._common import (FitConfig, evaluate, fit, inference_ms, nonnegative_float, nonnegative_int,
-                                        positive_float, positive_int, preset_options, pyplot_or_none, run_in_runtime,
-                                        seed_everything, write_json)
+from ddkernels.trainers._common import (FitConfig, evaluate, fit, inference_ms, new_figure, nonnegative_float,
+                                        nonnegative_int, positive_float, positive_int, preset_options, run_in_runtime,
+                                        save_figure, seed_everything, write_json)
 
 TEACHERS = ("patchtst", "tcn")
 
@@ -144,10 +144,10 @@ def mse_loss(module, x, y):
 
 
 def _plot(path, series, truth, forecasts, column):
-    plt = pyplot_or_none()
-    if plt is None:
+    fig = new_figure(figsize=(10, 4))
+    if fig is None:
         return
-    fig, ax = plt.subplots(figsize=(10, 4))
+    ax = fig.subplots()
     history = series.shape[0]
     ax.plot(range(history), series, color="black", label="input")
     ax.plot(range(history, history + len(truth)), truth, color="black", linestyle="--", label="ground truth")
@@ -156,9 +156,7 @@ def _plot(path, series, truth, forecasts, column):
     ax.set_title(f"first test window, column {column} (standardised)")
     ax.set_xlabel("time step")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def run(args):
