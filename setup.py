@@ -6,7 +6,8 @@ ParallelCompile("DDKERNELS_BUILD_JOBS", default=0).install()
 ext_modules = [
     Pybind11Extension(
         "ddkernels._C",
-        sorted(["csrc/bindings.cpp", "csrc/multiscale_mse.cpp", "csrc/pairwise_skl.cpp", "csrc/spectral.cpp"]),
+        sorted(["csrc/bindings.cpp", "csrc/multiscale_mse.cpp", "csrc/pairwise_skl.cpp", "csrc/simd.cpp",
+                "csrc/spectral.cpp"]),
         include_dirs=["csrc"],
         cxx_std=17,
         extra_compile_args=["-O3", "-fopenmp", "-fno-math-errno"],

@@ -8,6 +8,7 @@
 
 #include "multiscale_mse.h"
 #include "pairwise_skl.h"
+#include "simd.h"
 #include "spectral.h"
 
 namespace py = pybind11;
@@ -97,6 +98,12 @@ void pairwise_gradient(uintptr_t x, int dtype, int64_t samples, int64_t length, 
                          as_pointer(grad), grad_dtype, num_threads);
 }
 
+ddk::Simd simd_by_name(const std::string& name) {
+  for (ddk::Simd level : {ddk::Simd::Baseline, ddk::Simd::Avx2, ddk::Simd::Avx512})
+    if (name == ddk::simd_name(level)) return level;
+  throw std::invalid_argument("set_simd: level must be 'baseline', 'avx2' or 'avx512', got '" + name + "'");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -106,6 +113,16 @@ PYBIND11_MODULE(_C, m) {
         py::arg("num_threads"),
         "Multi-scale pooling MSE over [outer, len, inner] views; writes dloss/dx to grad (0: skip). "
         "Returns (loss, per_scale_mse).");
+  m.def("simd", [] { return std::string(ddk::simd_name(ddk::active_simd())); },
+        "The instruction set the vectorised kernels use: 'baseline', 'avx2' or 'avx512'.");
+  m.def("simd_levels", [] {
+    std::vector<std::string> levels;
+    for (int level = 0; level <= static_cast<int>(ddk::best_simd()); ++level)
+      levels.push_back(ddk::simd_name(static_cast<ddk::Simd>(level)));
+    return levels;
+  }, "The instruction sets this CPU and build support, best last.");
+  m.def("set_simd", [](const std::string& name) { ddk::set_simd(simd_by_name(name)); }, py::arg("level"),
+        "Use instruction set `level` (one of simd_levels()) from now on; for tests and benchmarks.");
   m.def("spectral_l1", &spectral_l1, py::arg("a"), py::arg("a_strides"), py::arg("b"), py::arg("b_strides"),
         py::arg("grad_a"), py::arg("grad_b"), py::arg("grad_strides"), py::arg("dtype"), py::arg("shape"),
         py::arg("length"), py::arg("norm_scale"), py::arg("num_threads"),

@@ -1,107 +1,226 @@
 // Multi-scale pooling MSE, forward with the gradient in the same pass.
 //   loss = sum_s w_s * mean_b(p_sb^2),  p_sb = (1/s) * sum_{t in block b} (x_t - y_t)   (blocks of s steps, remainder dropped)
 //   dloss/dx_t = sum_s [t < (T/s)*s] * 2 w_s / (count_s * s) * p_{s, t/s},  dloss/dy = -dloss/dx
-// The tensors are seen as [outer, T, inner] with arbitrary strides; the gradient is written contiguous.
+// The tensors are seen as [outer, T, inner] with arbitrary strides; the gradient is written contiguous. Every
+// (outer, inner) pair is one series; a task streams the rows of a slab of series in time order, vectorised across
+// series one register at a time (multiscale_mse_rows.inc, compiled once per instruction set).
 #include "multiscale_mse.h"
 
 #include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <omp.h>
 
 #include "dtype.h"
+#include "simd.h"
+
+#if DDK_SIMD_DISPATCH
+#include <immintrin.h>
+#endif
 
 namespace ddk {
 namespace {
 
-constexpr int64_t kColumns = 16;  // columns of the inner dimension processed together
+constexpr int kMaxScales = 8;
+constexpr int kMaxGroupsPerTask = 64;         // bounds a task's per-group state (block and square sums)
+constexpr int64_t kStreamBytes = 8ll << 20;   // gradients from this size on are written with streaming stores
+
+struct ScalePlan {
+  int count;
+  int64_t size[kMaxScales];
+  double coef[kMaxScales];             // 2 w_s / (count_s * s)
+  int64_t ring_offset[kMaxScales + 1]; // each scale's ring of recent pooled blocks, in block rows of the workspace
+};
+
+// Vectors of workspace a slab of `groups` groups needs: block and square sums of every scale, the rings, a zero
+// group row and a gradient row (see multiscale_mse_rows.inc).
+inline int64_t slab_workspace(const ScalePlan& plan, int64_t groups) {
+  return (2 * plan.count + plan.ring_offset[plan.count] + 2) * groups;
+}
+
+// `columns` series over `len` rows: element t of series j at x[t * x_len + j * x_col] (likewise y and grad; grad
+// may be null). stream: write the gradient with streaming (non-temporal) stores.
+template <typename T>
+struct Slab {
+  const T* x;
+  const T* y;
+  T* grad;
+  int64_t x_len, x_col, y_len, y_col, grad_len, grad_col, columns;
+  bool stream;
+};
+
+namespace baseline {
+constexpr int kRegisterBytes = 16;  // one vector register; the series in it are processed together
+typedef float FloatLanes __attribute__((vector_size(kRegisterBytes)));
+
+inline FloatLanes load_floats(const float* row, int width) {
+  FloatLanes v{};
+  std::memcpy(&v, row, width * sizeof(float));
+  return v;
+}
+
+inline void store_floats(float* row, int width, FloatLanes v) { std::memcpy(row, &v, width * sizeof(float)); }
+
+inline void write_floats(float* out, const float* values, int64_t n, bool) { std::memcpy(out, values, n * sizeof(float)); }
+
+inline void stream_fence() {}
+
+#include "multiscale_mse_rows.inc"
+}  // namespace baseline
+
+#if DDK_SIMD_DISPATCH
+DDK_TARGET_AVX2
+namespace avx2 {
+constexpr int kRegisterBytes = 32;
+constexpr int kFloats = kRegisterBytes / sizeof(float);
+typedef float FloatLanes __attribute__((vector_size(kRegisterBytes)));
+
+inline __m256i first_lanes(int width) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(width), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+inline FloatLanes load_floats(const float* row, int width) {
+  if (width == kFloats) return reinterpret_cast<FloatLanes>(_mm256_loadu_ps(row));
+  return reinterpret_cast<FloatLanes>(_mm256_maskload_ps(row, first_lanes(width)));
+}
+
+inline void store_floats(float* row, int width, FloatLanes v) {
+  if (width == kFloats) return _mm256_storeu_ps(row, reinterpret_cast<__m256>(v));
+  _mm256_maskstore_ps(row, first_lanes(width), reinterpret_cast<__m256>(v));
+}
+
+inline void write_floats(float* out, const float* values, int64_t n, bool stream) {
+  int64_t i = 0;
+  if (stream) {
+    for (; i < n && (reinterpret_cast<uintptr_t>(out + i) & (kRegisterBytes - 1)) != 0; ++i) out[i] = values[i];
+    for (; i + kFloats <= n; i += kFloats) _mm256_stream_ps(out + i, _mm256_loadu_ps(values + i));
+  }
+  for (; i + kFloats <= n; i += kFloats) _mm256_storeu_ps(out + i, _mm256_loadu_ps(values + i));
+  if (i < n) _mm256_maskstore_ps(out + i, first_lanes(static_cast<int>(n - i)), _mm256_loadu_ps(values + i));
+}
+
+inline void stream_fence() { _mm_sfence(); }
+
+#include "multiscale_mse_rows.inc"
+}  // namespace avx2
+DDK_TARGET_END
+
+DDK_TARGET_AVX512
+namespace avx512 {
+constexpr int kRegisterBytes = 64;
+constexpr int kFloats = kRegisterBytes / sizeof(float);
+typedef float FloatLanes __attribute__((vector_size(kRegisterBytes)));
+
+inline __mmask16 first_lanes(int width) { return static_cast<__mmask16>((1u << width) - 1); }
+
+inline FloatLanes load_floats(const float* row, int width) {
+  if (width == kFloats) return reinterpret_cast<FloatLanes>(_mm512_loadu_ps(row));
+  return reinterpret_cast<FloatLanes>(_mm512_maskz_loadu_ps(first_lanes(width), row));
+}
+
+inline void store_floats(float* row, int width, FloatLanes v) {
+  if (width == kFloats) return _mm512_storeu_ps(row, reinterpret_cast<__m512>(v));
+  _mm512_mask_storeu_ps(row, first_lanes(width), reinterpret_cast<__m512>(v));
+}
+
+inline void write_floats(float* out, const float* values, int64_t n, bool stream) {
+  int64_t i = 0;
+  if (stream) {
+    const int64_t head =
+        std::min<int64_t>(n, ((kRegisterBytes - (reinterpret_cast<uintptr_t>(out) & (kRegisterBytes - 1))) &
+                              (kRegisterBytes - 1)) / sizeof(float));
+    if (head > 0) _mm512_mask_storeu_ps(out, first_lanes(static_cast<int>(head)), _mm512_loadu_ps(values));
+    for (i = head; i + kFloats <= n; i += kFloats) _mm512_stream_ps(out + i, _mm512_loadu_ps(values + i));
+  }
+  for (; i + kFloats <= n; i += kFloats) _mm512_storeu_ps(out + i, _mm512_loadu_ps(values + i));
+  if (i < n) {
+    const __mmask16 rest = first_lanes(static_cast<int>(n - i));
+    _mm512_mask_storeu_ps(out + i, rest, _mm512_maskz_loadu_ps(rest, values + i));
+  }
+}
+
+inline void stream_fence() { _mm_sfence(); }
+
+#include "multiscale_mse_rows.inc"
+}  // namespace avx512
+DDK_TARGET_END
+#endif
+
+// The instruction set's slab kernel, its group width and its workspace size.
+template <typename T>
+struct SlabKernel {
+  void (*run)(const Slab<T>&, int64_t, const ScalePlan&, void*, double*);
+  int lanes;
+  int register_bytes;
+};
+
+template <typename T>
+SlabKernel<T> slab_kernel(Simd level) {
+  using A = typename Acc<T>::type;
+#if DDK_SIMD_DISPATCH
+  if (level == Simd::Avx512) return {&avx512::multiscale_slab<T>, avx512::Lanes<A>::count, avx512::kRegisterBytes};
+  if (level == Simd::Avx2) return {&avx2::multiscale_slab<T>, avx2::Lanes<A>::count, avx2::kRegisterBytes};
+#endif
+  (void)level;
+  return {&baseline::multiscale_slab<T>, baseline::Lanes<A>::count, baseline::kRegisterBytes};
+}
+
+// Room for vectors of any instruction set, aligned for vector moves.
+struct alignas(64) WorkspaceBlock { unsigned char bytes[64]; };
+
+// Series layout: `blocks` slabs of `series` series each. Series run along inner, or along outer when inner is 1
+// (time innermost), so a slab holds more than one series whenever the tensor does.
+struct SeriesLayout {
+  int64_t blocks, series;
+  int64_t x_block, x_col, y_block, y_col, grad_block, grad_col;
+};
+
+SeriesLayout series_layout(const Shape3& shape, const Strides3& xs, const Strides3& ys) {
+  if (shape.inner == 1 && shape.outer > 1) return {1, shape.outer, 0, xs.outer, 0, ys.outer, 0, shape.len};
+  return {shape.outer, shape.inner, xs.outer, xs.inner, ys.outer, ys.inner, shape.len * shape.inner, 1};
+}
 
 template <typename T>
 void multiscale_mse_kernel(const T* x, const T* y, T* grad, const Shape3& shape, const Strides3& xs,
-                           const Strides3& ys, const std::vector<int64_t>& scales, const std::vector<double>& coef,
-                           std::vector<double>& block_sums, int num_threads) {
-  using A = typename Acc<T>::type;
-  const int64_t len = shape.len, inner = shape.inner;
-  const int64_t chunks = (inner + kColumns - 1) / kColumns;
-  const int64_t tasks = shape.outer * chunks;
-  const size_t n = scales.size();
-  std::vector<int64_t> pooled_offset(n + 1, 0);
-  for (size_t k = 0; k < n; ++k) pooled_offset[k + 1] = pooled_offset[k] + (len / scales[k]) * kColumns;
+                           const Strides3& ys, const ScalePlan& plan, std::vector<double>& block_sums,
+                           int num_threads) {
+  const SlabKernel<T> kernel = slab_kernel<T>(active_simd());
+  const SeriesLayout layout = series_layout(shape, xs, ys);
+  // Split each block's series into ranges of whole groups: at most kMaxGroupsPerTask groups, and enough tasks
+  // (four per thread) for the threads to share when there are few blocks.
+  const int64_t groups = (layout.series + kernel.lanes - 1) / kernel.lanes;
+  const int64_t wanted = (4 * static_cast<int64_t>(num_threads) + layout.blocks - 1) / layout.blocks;
+  const int64_t ranges =
+      std::min(groups, std::max(wanted, (groups + kMaxGroupsPerTask - 1) / kMaxGroupsPerTask));
+  const int64_t range_groups = (groups + ranges - 1) / ranges;
+  const int64_t range_series = range_groups * kernel.lanes;
+  const int64_t tasks = layout.blocks * ranges;
+  const int n = plan.count;
+  const bool stream = grad != nullptr &&
+                      static_cast<double>(shape.outer) * shape.len * shape.inner * sizeof(T) >= kStreamBytes;
+  const int64_t workspace_bytes = slab_workspace(plan, range_groups) * kernel.register_bytes;
   std::vector<double> task_sums(static_cast<size_t>(tasks) * n, 0.0);
 
 #pragma omp parallel num_threads(num_threads)
   {
-    std::vector<A> diff(len * kColumns);
-    std::vector<A> pooled(pooled_offset[n]);
-    std::vector<A> gsum(grad != nullptr ? len * kColumns : 0);
+    std::vector<WorkspaceBlock> workspace((workspace_bytes + sizeof(WorkspaceBlock) - 1) / sizeof(WorkspaceBlock));
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t o = task / chunks, i0 = (task % chunks) * kColumns;
-      const int64_t width = std::min(kColumns, inner - i0);
-      const T* xb = x + o * xs.outer + i0 * xs.inner;
-      const T* yb = y + o * ys.outer + i0 * ys.inner;
-      if (width < kColumns) std::fill(diff.begin(), diff.end(), A(0));
-      if (xs.inner == 1 && ys.inner == 1) {
-        for (int64_t t = 0; t < len; ++t) {
-          const T* xr = xb + t * xs.len;
-          const T* yr = yb + t * ys.len;
-          A* dr = diff.data() + t * kColumns;
-          for (int64_t j = 0; j < width; ++j) dr[j] = static_cast<A>(to_float(xr[j])) - static_cast<A>(to_float(yr[j]));
-        }
-      } else {
-        for (int64_t t = 0; t < len; ++t) {
-          A* dr = diff.data() + t * kColumns;
-          for (int64_t j = 0; j < width; ++j)
-            dr[j] = static_cast<A>(to_float(xb[t * xs.len + j * xs.inner])) -
-                    static_cast<A>(to_float(yb[t * ys.len + j * ys.inner]));
-        }
-      }
-      for (size_t k = 0; k < n; ++k) {
-        const int64_t s = scales[k], blocks = len / s;
-        const A inv_s = A(1) / static_cast<A>(s);
-        A* pk = pooled.data() + pooled_offset[k];
-        double squares[kColumns] = {0};
-        for (int64_t b = 0; b < blocks; ++b) {
-          A block[kColumns] = {0};
-          for (int64_t r = 0; r < s; ++r) {
-            const A* dr = diff.data() + (b * s + r) * kColumns;
-            for (int64_t j = 0; j < kColumns; ++j) block[j] += dr[j];
-          }
-          A* pb = pk + b * kColumns;
-          for (int64_t j = 0; j < kColumns; ++j) {
-            pb[j] = block[j] * inv_s;
-            squares[j] += static_cast<double>(pb[j]) * static_cast<double>(pb[j]);
-          }
-        }
-        double total = 0;
-        for (int64_t j = 0; j < kColumns; ++j) total += squares[j];
-        task_sums[task * n + k] = total;
-      }
-      if (grad != nullptr) {
-        std::fill(gsum.begin(), gsum.end(), A(0));
-        for (size_t k = 0; k < n; ++k) {
-          const int64_t s = scales[k], blocks = len / s;
-          const A c = static_cast<A>(coef[k]);
-          const A* pk = pooled.data() + pooled_offset[k];
-          for (int64_t b = 0; b < blocks; ++b) {
-            const A* pb = pk + b * kColumns;
-            for (int64_t r = 0; r < s; ++r) {
-              A* gr = gsum.data() + (b * s + r) * kColumns;
-              for (int64_t j = 0; j < kColumns; ++j) gr[j] += c * pb[j];
-            }
-          }
-        }
-        T* gb = grad + o * len * inner + i0;
-        for (int64_t t = 0; t < len; ++t) {
-          const A* gr = gsum.data() + t * kColumns;
-          T* out = gb + t * inner;
-          for (int64_t j = 0; j < width; ++j) out[j] = from_float<T>(gr[j]);
-        }
-      }
+      const int64_t block = task / ranges, first = (task % ranges) * range_series;
+      const Slab<T> slab{x + block * layout.x_block + first * layout.x_col,
+                         y + block * layout.y_block + first * layout.y_col,
+                         grad != nullptr ? grad + block * layout.grad_block + first * layout.grad_col : nullptr,
+                         xs.len, layout.x_col, ys.len, layout.y_col, shape.inner, layout.grad_col,
+                         std::min(range_series, layout.series - first), stream};
+      kernel.run(slab, shape.len, plan, workspace.data(), task_sums.data() + task * n);
     }
   }
   for (int64_t task = 0; task < tasks; ++task)
-    for (size_t k = 0; k < n; ++k) block_sums[k] += task_sums[task * n + k];
+    for (int k = 0; k < n; ++k) block_sums[k] += task_sums[task * n + k];
 }
 
 }  // namespace
@@ -110,16 +229,25 @@ MultiscaleResult multiscale_mse(const void* x, const void* y, void* grad, int dt
                                 const Strides3& xs, const Strides3& ys, const std::vector<int64_t>& scales,
                                 const std::vector<double>& weights, int num_threads) {
   const size_t n = scales.size();
-  std::vector<double> count(n), coef(n), block_sums(n, 0.0);
+  if (n == 0 || n > kMaxScales || weights.size() != n)
+    throw std::invalid_argument("multiscale_mse: 1 to 8 scales with one weight each");
+  ScalePlan plan{static_cast<int>(n), {}, {}, {}};
+  std::vector<double> count(n), block_sums(n, 0.0);
+  const int64_t largest = *std::max_element(scales.begin(), scales.end());
   for (size_t k = 0; k < n; ++k) {
+    if (scales[k] < 1 || scales[k] > shape.len)
+      throw std::invalid_argument("multiscale_mse: every scale must be between 1 and the length");
     count[k] = static_cast<double>(shape.outer) * static_cast<double>(shape.inner) *
                static_cast<double>(shape.len / scales[k]);
-    coef[k] = 2.0 * weights[k] / (count[k] * static_cast<double>(scales[k]));
+    plan.size[k] = scales[k];
+    plan.coef[k] = 2.0 * weights[k] / (count[k] * static_cast<double>(scales[k]));
+    // Rows are emitted at most `largest` rows late, so that many rows of blocks (plus two) must stay readable.
+    plan.ring_offset[k + 1] = plan.ring_offset[k] + std::min(shape.len / scales[k], largest / scales[k] + 2);
   }
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     multiscale_mse_kernel<T>(static_cast<const T*>(x), static_cast<const T*>(y), static_cast<T*>(grad), shape, xs, ys,
-                             scales, coef, block_sums, num_threads);
+                             plan, block_sums, num_threads);
   });
   MultiscaleResult result{0.0, std::vector<double>(n)};
   for (size_t k = 0; k < n; ++k) {

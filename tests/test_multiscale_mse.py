@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 import ddkernels
 from ddkernels import reference
+from ddkernels._backend import cpu_extension
 from ddkernels.ops import multiscale_mse
 from helpers import (INTERPRETED, NON_CONTIGUOUS_VIEWS, device_of, kernel_backends, non_contiguous_pair, randn,
                      rel_error)
@@ -209,3 +210,58 @@ def test_double_backward_is_a_clear_error(backend):
         loss = ddkernels.multiscale_mse_loss(x, randn((2, 16, 3), torch.float32, device))
     with pytest.raises(RuntimeError, match="double backward"):
         torch.autograd.grad(loss, x, create_graph=True)
+
+
+# The C++ kernel is compiled for several instruction sets and picks the best at run time; each one this CPU has
+# is checked here (set_simd lowers the choice), on shapes that reach every path of the slab kernel.
+SIMD_LEVELS = cpu_extension().simd_levels()
+SIMD_CASES = [
+    ((3, 45, 37), 1, (1, 2, 4, 8)),     # several groups of series and a partial one
+    ((2, 200, 5), 1, (1, 3, 8)),        # a partial group only; the rings of recent blocks wrap many times
+    ((40, 3, 30), -1, (7, 2, 30)),      # time innermost: series along outer, strided; a scale equal to T
+    ((2, 23, 1100), 1, (2, 1)),         # more series than one task takes: split into ranges
+    ((13, 5), 0, (2, 5)),               # one series per slab
+]
+SIMD_TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-12, 1e-12), torch.float16: (1e-5, 2e-3),
+                  torch.bfloat16: (1e-5, 1e-2)}
+
+
+@pytest.fixture(params=SIMD_LEVELS)
+def simd_level(request):
+    previous = cpu_extension().simd()
+    cpu_extension().set_simd(request.param)
+    yield request.param
+    cpu_extension().set_simd(previous)
+
+
+def _check_cpu_against_float64(x, y, dim, scales, dtype):
+    x, y = x.detach().requires_grad_(), y.detach().requires_grad_()
+    with ddkernels.use_backend("cpu"):
+        loss = ddkernels.multiscale_mse_loss(x, y, dim=dim, scales=scales)
+    gx, gy = torch.autograd.grad(loss * -0.7, (x, y))
+    ref, rx, ry = _reference_loss_and_grads(x, y, dim, scales, None, -0.7)
+    loss_tol, grad_tol = SIMD_TOLERANCE[dtype]
+    assert gx.dtype == dtype and gy.dtype == dtype
+    assert rel_error(loss, ref) < loss_tol
+    assert rel_error(gx, rx) < grad_tol
+    assert rel_error(gy, ry) < grad_tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape,dim,scales", SIMD_CASES)
+def test_every_instruction_set(simd_level, dtype, shape, dim, scales):
+    assert cpu_extension().simd() == simd_level
+    _check_cpu_against_float64(randn(shape, dtype, "cpu"), randn(shape, dtype, "cpu"), dim, scales, dtype)
+
+
+def test_every_instruction_set_streaming_and_strided(simd_level):
+    """A gradient of 8 MiB and more is written with streaming stores, here into rows that start off alignment."""
+    x = randn((2, 1200, 901), torch.float32, "cpu")
+    y = randn((2, 1200, 901), torch.float32, "cpu")
+    _check_cpu_against_float64(x, y, 1, (1, 2, 4, 8), torch.float32)
+    _check_cpu_against_float64(x.transpose(0, 2), y.transpose(0, 2), 1, (3, 2), torch.float32)
+
+
+def test_set_simd_rejects_unknown_levels():
+    with pytest.raises(ValueError, match="level must be"):
+        cpu_extension().set_simd("avx1024")
