@@ -194,9 +194,10 @@ void multiscale_mse_kernel(const T* x, const T* y, T* grad, const Shape3& shape,
   // (four per thread) for the threads to share when there are few blocks.
   const int64_t groups = (layout.series + kernel.lanes - 1) / kernel.lanes;
   const int64_t wanted = (4 * static_cast<int64_t>(num_threads) + layout.blocks - 1) / layout.blocks;
-  const int64_t ranges =
+  const int64_t wanted_ranges =
       std::min(groups, std::max(wanted, (groups + kMaxGroupsPerTask - 1) / kMaxGroupsPerTask));
-  const int64_t range_groups = (groups + ranges - 1) / ranges;
+  const int64_t range_groups = (groups + wanted_ranges - 1) / wanted_ranges;
+  const int64_t ranges = (groups + range_groups - 1) / range_groups;  // none of them empty
   const int64_t range_series = range_groups * kernel.lanes;
   const int64_t tasks = layout.blocks * ranges;
   const int n = plan.count;

@@ -221,6 +221,7 @@ SIMD_CASES = [
     ((40, 3, 30), -1, (7, 2, 30)),      # time innermost: series along outer, strided; a scale equal to T
     ((2, 23, 1100), 1, (2, 1)),         # more series than one task takes: split into ranges
     ((13, 5), 0, (2, 5)),               # one series per slab
+    ((22, 7, 64), 2, (1, 2, 4, 8)),     # 154 series split into ranges that do not divide them evenly
 ]
 SIMD_TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-12, 1e-12), torch.float16: (1e-5, 2e-3),
                   torch.bfloat16: (1e-5, 1e-2)}
@@ -260,6 +261,19 @@ def test_every_instruction_set_streaming_and_strided(simd_level):
     y = randn((2, 1200, 901), torch.float32, "cpu")
     _check_cpu_against_float64(x, y, 1, (1, 2, 4, 8), torch.float32)
     _check_cpu_against_float64(x.transpose(0, 2), y.transpose(0, 2), 1, (3, 2), torch.float32)
+
+
+@pytest.mark.parametrize("threads", [1, 3, 5])
+def test_thread_counts(threads):
+    """The split of series into tasks depends on the thread count; every split gives the same numbers."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for shape, dim, scales in SIMD_CASES:
+            _check_cpu_against_float64(randn(shape, torch.float32, "cpu"), randn(shape, torch.float32, "cpu"), dim,
+                                       scales, torch.float32)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def test_set_simd_rejects_unknown_levels():
