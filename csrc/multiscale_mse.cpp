@@ -27,7 +27,6 @@ namespace {
 
 constexpr int kMaxScales = 8;
 constexpr int kMaxGroupsPerTask = 64;         // bounds a task's per-group state (block and square sums)
-constexpr int64_t kStreamBytes = 8ll << 20;   // gradients from this size on are written with streaming stores
 
 struct ScalePlan {
   int count;
@@ -36,21 +35,20 @@ struct ScalePlan {
   int64_t ring_offset[kMaxScales + 1]; // each scale's ring of recent pooled blocks, in block rows of the workspace
 };
 
-// Vectors of workspace a slab of `groups` groups needs: block and square sums of every scale, the rings, a zero
-// group row and a gradient row (see multiscale_mse_rows.inc).
+// Vectors of workspace a slab of `groups` groups needs (see multiscale_mse_rows.inc): block and square sums of
+// every scale, the rings and a zero group row.
 inline int64_t slab_workspace(const ScalePlan& plan, int64_t groups) {
-  return (2 * plan.count + plan.ring_offset[plan.count] + 2) * groups;
+  return (2 * plan.count + plan.ring_offset[plan.count] + 1) * groups;
 }
 
 // `columns` series over `len` rows: element t of series j at x[t * x_len + j * x_col] (likewise y and grad; grad
-// may be null). stream: write the gradient with streaming (non-temporal) stores.
+// may be null).
 template <typename T>
 struct Slab {
   const T* x;
   const T* y;
   T* grad;
   int64_t x_len, x_col, y_len, y_col, grad_len, grad_col, columns;
-  bool stream;
 };
 
 namespace baseline {
@@ -64,10 +62,6 @@ inline FloatLanes load_floats(const float* row, int width) {
 }
 
 inline void store_floats(float* row, int width, FloatLanes v) { std::memcpy(row, &v, width * sizeof(float)); }
-
-inline void write_floats(float* out, const float* values, int64_t n, bool) { std::memcpy(out, values, n * sizeof(float)); }
-
-inline void stream_fence() {}
 
 #include "multiscale_mse_rows.inc"
 }  // namespace baseline
@@ -93,18 +87,6 @@ inline void store_floats(float* row, int width, FloatLanes v) {
   _mm256_maskstore_ps(row, first_lanes(width), reinterpret_cast<__m256>(v));
 }
 
-inline void write_floats(float* out, const float* values, int64_t n, bool stream) {
-  int64_t i = 0;
-  if (stream) {
-    for (; i < n && (reinterpret_cast<uintptr_t>(out + i) & (kRegisterBytes - 1)) != 0; ++i) out[i] = values[i];
-    for (; i + kFloats <= n; i += kFloats) _mm256_stream_ps(out + i, _mm256_loadu_ps(values + i));
-  }
-  for (; i + kFloats <= n; i += kFloats) _mm256_storeu_ps(out + i, _mm256_loadu_ps(values + i));
-  if (i < n) _mm256_maskstore_ps(out + i, first_lanes(static_cast<int>(n - i)), _mm256_loadu_ps(values + i));
-}
-
-inline void stream_fence() { _mm_sfence(); }
-
 #include "multiscale_mse_rows.inc"
 }  // namespace avx2
 DDK_TARGET_END
@@ -126,24 +108,6 @@ inline void store_floats(float* row, int width, FloatLanes v) {
   if (width == kFloats) return _mm512_storeu_ps(row, reinterpret_cast<__m512>(v));
   _mm512_mask_storeu_ps(row, first_lanes(width), reinterpret_cast<__m512>(v));
 }
-
-inline void write_floats(float* out, const float* values, int64_t n, bool stream) {
-  int64_t i = 0;
-  if (stream) {
-    const int64_t head =
-        std::min<int64_t>(n, ((kRegisterBytes - (reinterpret_cast<uintptr_t>(out) & (kRegisterBytes - 1))) &
-                              (kRegisterBytes - 1)) / sizeof(float));
-    if (head > 0) _mm512_mask_storeu_ps(out, first_lanes(static_cast<int>(head)), _mm512_loadu_ps(values));
-    for (i = head; i + kFloats <= n; i += kFloats) _mm512_stream_ps(out + i, _mm512_loadu_ps(values + i));
-  }
-  for (; i + kFloats <= n; i += kFloats) _mm512_storeu_ps(out + i, _mm512_loadu_ps(values + i));
-  if (i < n) {
-    const __mmask16 rest = first_lanes(static_cast<int>(n - i));
-    _mm512_mask_storeu_ps(out + i, rest, _mm512_maskz_loadu_ps(rest, values + i));
-  }
-}
-
-inline void stream_fence() { _mm_sfence(); }
 
 #include "multiscale_mse_rows.inc"
 }  // namespace avx512
@@ -201,8 +165,6 @@ void multiscale_mse_kernel(const T* x, const T* y, T* grad, const Shape3& shape,
   const int64_t range_series = range_groups * kernel.lanes;
   const int64_t tasks = layout.blocks * ranges;
   const int n = plan.count;
-  const bool stream = grad != nullptr &&
-                      static_cast<double>(shape.outer) * shape.len * shape.inner * sizeof(T) >= kStreamBytes;
   const int64_t workspace_bytes = slab_workspace(plan, range_groups) * kernel.register_bytes;
   std::vector<double> task_sums(static_cast<size_t>(tasks) * n, 0.0);
 
@@ -216,7 +178,7 @@ void multiscale_mse_kernel(const T* x, const T* y, T* grad, const Shape3& shape,
                          y + block * layout.y_block + first * layout.y_col,
                          grad != nullptr ? grad + block * layout.grad_block + first * layout.grad_col : nullptr,
                          xs.len, layout.x_col, ys.len, layout.y_col, shape.inner, layout.grad_col,
-                         std::min(range_series, layout.series - first), stream};
+                         std::min(range_series, layout.series - first)};
       kernel.run(slab, shape.len, plan, workspace.data(), task_sums.data() + task * n);
     }
   }

@@ -255,8 +255,8 @@ def test_every_instruction_set(simd_level, dtype, shape, dim, scales):
     _check_cpu_against_float64(randn(shape, dtype, "cpu"), randn(shape, dtype, "cpu"), dim, scales, dtype)
 
 
-def test_every_instruction_set_streaming_and_strided(simd_level):
-    """A gradient of 8 MiB and more is written with streaming stores, here into rows that start off alignment."""
+def test_every_instruction_set_large_and_strided(simd_level):
+    """Many tasks over rows that start off alignment, and the same data seen through a transpose."""
     x = randn((2, 1200, 901), torch.float32, "cpu")
     y = randn((2, 1200, 901), torch.float32, "cpu")
     _check_cpu_against_float64(x, y, 1, (1, 2, 4, 8), torch.float32)
