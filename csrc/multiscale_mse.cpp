@@ -17,10 +17,7 @@
 
 #include "dtype.h"
 #include "simd.h"
-
-#if DDK_SIMD_DISPATCH
-#include <immintrin.h>
-#endif
+#include "simd_lanes.h"
 
 namespace ddk {
 namespace {
@@ -51,68 +48,33 @@ struct Slab {
   int64_t x_len, x_col, y_len, y_col, grad_len, grad_col, columns;
 };
 
+}  // namespace
+
 namespace baseline {
-constexpr int kRegisterBytes = 16;  // one vector register; the series in it are processed together
-typedef float FloatLanes __attribute__((vector_size(kRegisterBytes)));
-
-inline FloatLanes load_floats(const float* row, int width) {
-  FloatLanes v{};
-  std::memcpy(&v, row, width * sizeof(float));
-  return v;
-}
-
-inline void store_floats(float* row, int width, FloatLanes v) { std::memcpy(row, &v, width * sizeof(float)); }
-
+namespace {
 #include "multiscale_mse_rows.inc"
+}  // namespace
 }  // namespace baseline
 
 #if DDK_SIMD_DISPATCH
 DDK_TARGET_AVX2
 namespace avx2 {
-constexpr int kRegisterBytes = 32;
-constexpr int kFloats = kRegisterBytes / sizeof(float);
-typedef float FloatLanes __attribute__((vector_size(kRegisterBytes)));
-
-inline __m256i first_lanes(int width) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(width), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-inline FloatLanes load_floats(const float* row, int width) {
-  if (width == kFloats) return reinterpret_cast<FloatLanes>(_mm256_loadu_ps(row));
-  return reinterpret_cast<FloatLanes>(_mm256_maskload_ps(row, first_lanes(width)));
-}
-
-inline void store_floats(float* row, int width, FloatLanes v) {
-  if (width == kFloats) return _mm256_storeu_ps(row, reinterpret_cast<__m256>(v));
-  _mm256_maskstore_ps(row, first_lanes(width), reinterpret_cast<__m256>(v));
-}
-
+namespace {
 #include "multiscale_mse_rows.inc"
+}  // namespace
 }  // namespace avx2
 DDK_TARGET_END
 
 DDK_TARGET_AVX512
 namespace avx512 {
-constexpr int kRegisterBytes = 64;
-constexpr int kFloats = kRegisterBytes / sizeof(float);
-typedef float FloatLanes __attribute__((vector_size(kRegisterBytes)));
-
-inline __mmask16 first_lanes(int width) { return static_cast<__mmask16>((1u << width) - 1); }
-
-inline FloatLanes load_floats(const float* row, int width) {
-  if (width == kFloats) return reinterpret_cast<FloatLanes>(_mm512_loadu_ps(row));
-  return reinterpret_cast<FloatLanes>(_mm512_maskz_loadu_ps(first_lanes(width), row));
-}
-
-inline void store_floats(float* row, int width, FloatLanes v) {
-  if (width == kFloats) return _mm512_storeu_ps(row, reinterpret_cast<__m512>(v));
-  _mm512_mask_storeu_ps(row, first_lanes(width), reinterpret_cast<__m512>(v));
-}
-
+namespace {
 #include "multiscale_mse_rows.inc"
+}  // namespace
 }  // namespace avx512
 DDK_TARGET_END
 #endif
+
+namespace {
 
 // The instruction set's slab kernel, its group width and its workspace size.
 template <typename T>
