@@ -7,7 +7,7 @@ ext_modules = [
     Pybind11Extension(
         "ddkernels._C",
         sorted(["csrc/bindings.cpp", "csrc/multiscale_mse.cpp", "csrc/pairwise_skl.cpp", "csrc/simd.cpp",
-                "csrc/spectral.cpp"]),
+                "csrc/spectral.cpp", "csrc/spectral_fft.cpp"]),
         include_dirs=["csrc"],
         cxx_std=17,
         extra_compile_args=["-O3", "-fopenmp", "-fno-math-errno"],

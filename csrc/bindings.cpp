@@ -10,6 +10,7 @@
 #include "pairwise_skl.h"
 #include "simd.h"
 #include "spectral.h"
+#include "spectral_fft.h"
 
 namespace py = pybind11;
 
@@ -62,6 +63,17 @@ double spectral_kl(uintptr_t s, std::vector<int64_t> s_strides, uintptr_t t, std
   return ddk::spectral_kl(as_pointer(s), {ss[0], ss[1], ss[2]}, as_pointer(t), {ts[0], ts[1], ts[2]},
                           as_pointer(grad_s), as_pointer(grad_t), {gs[0], gs[1], gs[2]}, dtype, {n[0], n[1], n[2]},
                           length, tau, num_threads);
+}
+
+double spectral_l1_fft(uintptr_t x, std::vector<int64_t> x_strides, uintptr_t y, std::vector<int64_t> y_strides,
+                       uintptr_t grad_x, uintptr_t grad_y, int dtype, std::vector<int64_t> shape, bool amplitude,
+                       double norm_scale, int num_threads) {
+  const auto n = three(shape, "spectral_l1_fft: shape");
+  const auto xs = three(x_strides, "spectral_l1_fft: x_strides"), ys = three(y_strides, "spectral_l1_fft: y_strides");
+  py::gil_scoped_release release;
+  return ddk::spectral_l1_fft(as_pointer(x), {xs[0], xs[1], xs[2]}, as_pointer(y), {ys[0], ys[1], ys[2]},
+                              as_pointer(grad_x), as_pointer(grad_y), dtype, {n[0], n[1], n[2]}, amplitude,
+                              norm_scale, num_threads);
 }
 
 ddk::PairwiseState pairwise_state(uintptr_t rho, uintptr_t alpha, uintptr_t g, uintptr_t lse, uintptr_t norms) {
@@ -133,6 +145,13 @@ PYBIND11_MODULE(_C, m) {
         py::arg("length"), py::arg("tau"), py::arg("num_threads"),
         "Spectral KL(teacher || student) on rFFT spectra [outer, bins, inner]; writes irfft-ready gradients with "
         "grad_strides to grad_s / grad_t (0: skip). Returns the loss.");
+  m.def("fft_length_supported", &ddk::fft_length_supported, py::arg("length"),
+        "Whether spectral_l1_fft takes this length (at least 2, prime factors up to 13).");
+  m.def("spectral_l1_fft", &spectral_l1_fft, py::arg("x"), py::arg("x_strides"), py::arg("y"), py::arg("y_strides"),
+        py::arg("grad_x"), py::arg("grad_y"), py::arg("dtype"), py::arg("shape"), py::arg("amplitude"),
+        py::arg("norm_scale"), py::arg("num_threads"),
+        "Fused spectral L1 on [outer, len, inner] views: FFT over len, loss and gradients in one pass; writes "
+        "dloss/dx and dloss/dy (amplitude mode; 0: skip) contiguous in the accumulation type. Returns the loss.");
   m.def("pairwise_prepare", &pairwise_prepare, py::arg("x"), py::arg("dtype"), py::arg("samples"), py::arg("length"),
         py::arg("tau"), py::arg("rho"), py::arg("alpha"), py::arg("g"), py::arg("lse"), py::arg("norms"),
         py::arg("num_threads"),

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import ddkernels
 from ddkernels import reference
+from ddkernels._backend import cpu_extension
 from ddkernels.ops import spectral_kl, spectral_l1
 from helpers import (INTERPRETED, NON_CONTIGUOUS_VIEWS, device_of, kernel_backends, non_contiguous_pair, randn,
                      rel_error)
@@ -286,3 +287,49 @@ def test_double_backward_is_a_clear_error(backend, op, ref):
         loss = op(x, randn((2, 16, 3), torch.float32, device), dim=1)
     with pytest.raises(RuntimeError, match="double backward"):
         torch.autograd.grad(loss, x, create_graph=True)
+
+
+# The fused CPU kernel (its own FFT; lengths whose prime factors are at most 13) is compiled for several instruction
+# sets; each one this CPU has is checked, with lengths reaching every radix, both modes and every norm. Other
+# lengths (here 17 and 34) take torch.fft's transforms with the C++ epilogue.
+SIMD_LEVELS = cpu_extension().simd_levels()
+FUSED_CASES = [
+    ((3, 336, 37), 1),      # radices 4, 4, 3, 7; two groups of series per transform and a partial one
+    ((2, 720, 5), 1),       # 4, 4, 3, 3, 5
+    ((4, 2, 3), 1),         # the shortest length
+    ((2, 143, 3), 1),       # 11 * 13, odd
+    ((7, 3, 30), -1),       # time innermost: series along outer, strided; odd length 3
+    ((2, 17, 4), 1),        # a prime above 13: torch.fft with the epilogue
+    ((3, 34, 2), 1),        # 2 * 17: torch.fft with the epilogue
+]
+
+
+@pytest.fixture(params=SIMD_LEVELS)
+def simd_level(request):
+    previous = cpu_extension().simd()
+    cpu_extension().set_simd(request.param)
+    yield request.param
+    cpu_extension().set_simd(previous)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape,dim", FUSED_CASES)
+@pytest.mark.parametrize("op,ref", NORM_VARIANTS + VARIANTS[:2])
+def test_fused_kernel_on_every_instruction_set(simd_level, dtype, shape, dim, op, ref):
+    assert cpu_extension().simd() == simd_level
+    _check("cpu", op, ref, randn(shape, dtype, "cpu"), randn(shape, dtype, "cpu"), dim, upstream=-0.6, dtype=dtype)
+
+
+def test_fused_kernel_serves_the_forecasting_lengths():
+    supported = cpu_extension().fft_length_supported
+    assert all(supported(t) for t in (2, 3, 7, 96, 192, 336, 720, 1440, 143))
+    assert not any(supported(t) for t in (1, 17, 34, 97, 1021))
+
+
+@pytest.mark.parametrize("op,ref", VARIANTS[:2])
+def test_fused_kernel_with_different_layouts(simd_level, op, ref):
+    """Input and target with different strides (the input's memory transposed, time along a strided axis)."""
+    x = randn((4, 96, 37), torch.float32, "cpu").transpose(0, -1).contiguous().transpose(0, -1)
+    y = randn((4, 96, 37), torch.float32, "cpu")
+    _check("cpu", op, ref, x, y, 1)
+    _check("cpu", op, ref, y, x, 1)

@@ -1,9 +1,11 @@
 """What the spectral ops share: the spectral gradient G and the adjoint transform that turns it into dloss/dx.
 
-The forward kernels return the loss and G, per differentiable argument, as a real tensor
-[slots, outer, T/2 + 1, inner, 2] in the backend's own convention: on the triton backend's dense path
-G = c dloss/dS, turned into dloss/dx by a product with the cos/sin basis; on the cpu backend (and triton above
-its dense length) G also carries irfft's half weights, so dloss/dx = irfft(G, n=T, norm="forward").
+The forward kernels return the loss and G, per differentiable argument, in the backend's own convention. On the
+triton backend G is spectral, a real tensor [slots, outer, T/2 + 1, inner, 2]: on the dense path G = c dloss/dS,
+turned into dloss/dx by a product with the cos/sin basis; above the dense length G also carries irfft's half
+weights, so dloss/dx = irfft(G, n=T, norm="forward"). On the cpu backend G is dloss/dx itself, [slots, *shape]:
+the fused C++ kernel (spectral L1 at lengths whose prime factors are at most 13) writes it directly; otherwise
+torch.fft's transforms feed the C++ epilogue and irfft turns its spectral gradient into dloss/dx in the forward.
 """
 import math
 from typing import List
@@ -12,8 +14,8 @@ import torch
 from torch import Tensor
 
 from ddkernels import reference
-from ddkernels._backend import cpu_extension
-from ddkernels.ops._common import as_3d, plain_eager, scale_gradient
+from ddkernels._backend import accumulate_dtype, cpu_extension
+from ddkernels.ops._common import DTYPE_CODES, as_3d, plain_eager, scale_gradient
 
 SPECTRUM_DTYPE_CODES = {torch.complex64: 0, torch.complex128: 1}
 
@@ -50,35 +52,52 @@ def gradient_slots(grad_first, grad_second, difference):
 
 
 def new_gradient(shape, dim, slots, dtype, backend, device):
-    """An uninitialised G [slots, outer, bins, inner, 2]. On the cpu backend the bins are innermost in memory, the
-    layout torch.fft's CPU transforms read and write fastest; the Triton kernels use the contiguous layout."""
-    full = gradient_shape(shape, dim, slots)
-    if backend != "cpu":
-        return torch.empty(full, dtype=dtype, device=device)
-    slots, outer, bins, inner, _ = full
-    return torch.empty((slots, outer, inner, bins, 2), dtype=dtype, device=device).permute(0, 1, 3, 2, 4)
+    """An uninitialised G in the backend's convention (see the module docstring)."""
+    if backend == "cpu":
+        return torch.empty((slots, *shape), dtype=dtype, device=device)
+    return torch.empty(gradient_shape(shape, dim, slots), dtype=dtype, device=device)
 
 
 def cpu_epilogue(kernel, shape, dim, first, second, grad_first, grad_second, parameter):
     """Run the C++ epilogue ``kernel`` on spectra ``first`` and ``second`` (None: complex-mode L1, whose one G
-    serves both arguments) of tensors of ``shape``. G holds the first argument's slot first, then the second's."""
+    serves both arguments) of tensors of ``shape``; G [slots, *shape] holds the first argument's slot first, then
+    the second's. The epilogue's spectral gradient has the bins innermost in memory, the layout torch.fft's CPU
+    transforms read and write fastest."""
     real = first.real.dtype
-    g = new_gradient(shape, dim, int(grad_first) + int(grad_second), real, "cpu", first.device)
-    grad_strides = [s // 2 for s in g.stride()[1:4]]
+    slots, outer, bins, inner, _ = gradient_shape(shape, dim, int(grad_first) + int(grad_second))
+    spectral = torch.empty((slots, outer, inner, bins, 2), dtype=real).permute(0, 1, 3, 2, 4)
+    grad_strides = [s // 2 for s in spectral.stride()[1:4]]
     loss = getattr(cpu_extension(), kernel)(
         first.data_ptr(), list(first.stride()),
         0 if second is None else second.data_ptr(), list((second if second is not None else first).stride()),
-        g[0].data_ptr() if grad_first else 0, g[-1].data_ptr() if grad_second else 0, grad_strides,
+        spectral[0].data_ptr() if grad_first else 0, spectral[-1].data_ptr() if grad_second else 0, grad_strides,
         SPECTRUM_DTYPE_CODES[first.dtype], list(first.shape), shape[dim], parameter, torch.get_num_threads())
+    g = new_gradient(shape, dim, slots, real, "cpu", first.device)
+    for slot in range(slots):
+        g[slot] = torch.fft.irfft(torch.view_as_complex(spectral[slot]), n=shape[dim], dim=1,
+                                  norm="forward").view(shape)
     return torch.tensor(loss, dtype=real), g
+
+
+def cpu_l1_fused(input, target, dim, amplitude, scale, grad_input, grad_target):
+    """Spectral L1 in one pass of the fused C++ kernel: (loss, G = dloss/dx [slots, *shape]). Complex mode has one
+    slot, the gradient with respect to input - target."""
+    x, y = as_3d(input, dim), as_3d(target, dim)
+    slots = gradient_slots(grad_input, grad_target, difference=not amplitude)
+    g = new_gradient(input.shape, dim, slots, gradient_dtype(input.dtype, "cpu"), "cpu", input.device)
+    grad_x = g[0].data_ptr() if slots and (grad_input or not amplitude) else 0
+    grad_y = g[-1].data_ptr() if amplitude and grad_target else 0
+    loss = cpu_extension().spectral_l1_fft(
+        x.data_ptr(), list(x.stride()), y.data_ptr(), list(y.stride()), grad_x, grad_y, DTYPE_CODES[input.dtype],
+        list(x.shape), amplitude, scale, torch.get_num_threads())
+    return torch.tensor(loss, dtype=accumulate_dtype(input.dtype)), g
 
 
 def _adjoint(g, grad_output, shape, dim, dtype, backend):
     if backend == "triton":
         from ddkernels.kernels.spectral import spectral_adjoint
         return spectral_adjoint(g, grad_output, shape, dim, dtype)
-    grad = torch.fft.irfft(torch.view_as_complex(g), n=shape[dim], dim=1, norm="forward")
-    return scale_gradient(grad.contiguous().view(shape), grad_output).to(dtype)
+    return scale_gradient(g, grad_output).to(dtype)
 
 
 @torch.library.custom_op("ddkernels::spectral_adjoint", mutates_args=())

@@ -4,6 +4,9 @@
     amplitude: loss = mean_k ||F(input)_k| - |F(target)_k||          (F with torch's norm convention)
     backward:  dloss/dx = F^T(G), G = dloss/dF = sign * F / |F| / count, the adjoint transform of one unit-phase
                residual per differentiable argument (0 where a magnitude or a difference is 0).
+On CPU, lengths whose prime factors are at most 13 (every length forecasting uses) run the fused C++ kernel
+(csrc/spectral_fft.cpp: its own FFT in the tensor's layout, loss and gradient in one pass); other lengths use
+torch.fft's transforms around the C++ epilogue. Either way the gradient is computed in the forward pass.
 """
 from typing import Tuple
 
@@ -11,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ddkernels import reference
-from ddkernels._backend import accumulate_dtype, resolve
+from ddkernels._backend import accumulate_dtype, cpu_extension, resolve
 from ddkernels._validation import check_choice, check_length, check_pair, normalize_dim
 from ddkernels.ops import _spectral
 
@@ -41,6 +44,8 @@ def spectral_l1_loss(input, target, dim=1, mode="complex", norm="backward"):
 
 def _cpu_forward(input, target, dim, amplitude, scale, grad_input, grad_target):
     shape = input.shape
+    if cpu_extension().fft_length_supported(shape[dim]):
+        return _spectral.cpu_l1_fused(input, target, dim, amplitude, scale, grad_input, grad_target)
     if amplitude:
         return _spectral.cpu_epilogue("spectral_l1", shape, dim, _spectral.cpu_spectrum(input, dim),
                                       _spectral.cpu_spectrum(target, dim), grad_input, grad_target, scale)
