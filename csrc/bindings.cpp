@@ -76,6 +76,16 @@ double spectral_l1_fft(uintptr_t x, std::vector<int64_t> x_strides, uintptr_t y,
                               norm_scale, num_threads);
 }
 
+double spectral_kl_fft(uintptr_t s, std::vector<int64_t> s_strides, uintptr_t t, std::vector<int64_t> t_strides,
+                       uintptr_t grad_s, uintptr_t grad_t, int dtype, std::vector<int64_t> shape, double tau,
+                       int num_threads) {
+  const auto n = three(shape, "spectral_kl_fft: shape");
+  const auto ss = three(s_strides, "spectral_kl_fft: s_strides"), ts = three(t_strides, "spectral_kl_fft: t_strides");
+  py::gil_scoped_release release;
+  return ddk::spectral_kl_fft(as_pointer(s), {ss[0], ss[1], ss[2]}, as_pointer(t), {ts[0], ts[1], ts[2]},
+                              as_pointer(grad_s), as_pointer(grad_t), dtype, {n[0], n[1], n[2]}, tau, num_threads);
+}
+
 ddk::PairwiseState pairwise_state(uintptr_t rho, uintptr_t alpha, uintptr_t g, uintptr_t lse, uintptr_t norms) {
   return {as_pointer(rho), as_pointer(alpha), static_cast<double*>(as_pointer(g)),
           static_cast<double*>(as_pointer(lse)), static_cast<double*>(as_pointer(norms))};
@@ -152,6 +162,11 @@ PYBIND11_MODULE(_C, m) {
         py::arg("norm_scale"), py::arg("num_threads"),
         "Fused spectral L1 on [outer, len, inner] views: FFT over len, loss and gradients in one pass; writes "
         "dloss/dx and dloss/dy (amplitude mode; 0: skip) contiguous in the accumulation type. Returns the loss.");
+  m.def("spectral_kl_fft", &spectral_kl_fft, py::arg("s"), py::arg("s_strides"), py::arg("t"), py::arg("t_strides"),
+        py::arg("grad_s"), py::arg("grad_t"), py::arg("dtype"), py::arg("shape"), py::arg("tau"),
+        py::arg("num_threads"),
+        "Fused spectral KL(teacher || student) on [outer, len, inner] views; writes dloss/dstudent and "
+        "dloss/dteacher (0: skip) contiguous in the accumulation type. Returns the loss.");
   m.def("pairwise_prepare", &pairwise_prepare, py::arg("x"), py::arg("dtype"), py::arg("samples"), py::arg("length"),
         py::arg("tau"), py::arg("rho"), py::arg("alpha"), py::arg("g"), py::arg("lse"), py::arg("norms"),
         py::arg("num_threads"),

@@ -1,6 +1,7 @@
-// Fused spectral L1 on CPU: a mixed-radix FFT over time in the tensor's own layout, vectorised across series
-// (one register of series per lane vector, two real series per complex transform), with the L1 epilogue and the
-// adjoint transform in the same pass (spectral_fft_lanes.inc, compiled once per instruction set).
+// Fused spectral losses on CPU: a mixed-radix FFT over time in the tensor's own layout, vectorised across series
+// (one register of series per lane vector, two real series per complex transform), with the L1 or KL epilogue and
+// the adjoint transform in the same pass (spectral_fft_lanes.inc, compiled once per instruction set).
+//   KL: see spectral_kl_fft in spectral_fft.h; L1:
 //   loss = c * mean_k |S_k| (S = F(x - y)) or c * mean_k ||F(x)_k| - |F(y)_k||
 //   dloss/dx_t = Re sum_{k <= T/2} G_k e^{2 pi i k t / T},  G_k = (c / count) * sign * S_k / |S_k|
 // (0 where a magnitude is 0, or at an interior bin below the zero floor of spectral.cpp; sign is that of
@@ -157,32 +158,40 @@ DDK_TARGET_END
 
 namespace {
 
+// The instruction set's unit kernels, its group width and its register size.
 template <typename T>
-struct UnitKernel {
-  void (*run)(const FftUnit<T>&, const FftPlan&, bool, double, void*, double*);
+struct UnitKernels {
+  void (*l1)(const FftUnit<T>&, const FftPlan&, bool, double, void*, double*);
+  void (*kl)(const FftUnit<T>&, const FftPlan&, double, double, void*, double*);
   int lanes;
   int register_bytes;
 };
 
 template <typename T>
-UnitKernel<T> unit_kernel(Simd level) {
+UnitKernels<T> unit_kernels(Simd level) {
   using A = typename Acc<T>::type;
 #if DDK_SIMD_DISPATCH
-  if (level == Simd::Avx512) return {&avx512::l1_fft_unit<T>, avx512::Lanes<A>::count, avx512::kRegisterBytes};
-  if (level == Simd::Avx2) return {&avx2::l1_fft_unit<T>, avx2::Lanes<A>::count, avx2::kRegisterBytes};
+  if (level == Simd::Avx512)
+    return {&avx512::l1_fft_unit<T>, &avx512::kl_fft_unit<T>, avx512::Lanes<A>::count, avx512::kRegisterBytes};
+  if (level == Simd::Avx2)
+    return {&avx2::l1_fft_unit<T>, &avx2::kl_fft_unit<T>, avx2::Lanes<A>::count, avx2::kRegisterBytes};
 #endif
   (void)level;
-  return {&baseline::l1_fft_unit<T>, baseline::Lanes<A>::count, baseline::kRegisterBytes};
+  return {&baseline::l1_fft_unit<T>, &baseline::kl_fft_unit<T>, baseline::Lanes<A>::count,
+          baseline::kRegisterBytes};
 }
 
 struct alignas(64) WorkspaceBlock { unsigned char bytes[64]; };
 
+enum class Loss { L1Complex, L1Amplitude, KL };
+
+// Sum over units of their loss terms; `parameter` is the norm's scale c (L1) or tau (KL).
 template <typename T>
-double l1_fft_kernel(const T* x, const Strides3& xs, const T* y, const Strides3& ys, typename Acc<T>::type* grad_x,
-                     typename Acc<T>::type* grad_y, const Shape3& shape, bool amplitude, double norm_scale,
-                     int num_threads) {
+double fft_kernel(const T* x, const Strides3& xs, const T* y, const Strides3& ys, typename Acc<T>::type* grad_x,
+                  typename Acc<T>::type* grad_y, const Shape3& shape, Loss loss, double parameter, int num_threads) {
   const FftPlan plan = make_plan(shape.len);
-  const UnitKernel<T> kernel = unit_kernel<T>(active_simd());
+  const UnitKernels<T> kernel = unit_kernels<T>(active_simd());
+  const bool amplitude = loss != Loss::L1Complex;  // one series' two arguments per unit
   const int64_t lanes = kernel.lanes;
   // Series along inner, or along outer when inner is 1 (time innermost).
   const bool along_outer = shape.inner == 1 && shape.outer > 1;
@@ -194,8 +203,9 @@ double l1_fft_kernel(const T* x, const Strides3& xs, const T* y, const Strides3&
   const int64_t units_per_block = amplitude ? groups : (groups + 1) / 2;  // complex mode: two groups per unit
   const int64_t units = blocks * units_per_block;
   const int64_t half = shape.len / 2;
-  const int64_t workspace_bytes = (2 * shape.len + 4 * (half + 1)) * kernel.register_bytes;
-  const double count = static_cast<double>(shape.outer) * static_cast<double>(shape.inner) * (half + 1);
+  const int64_t workspace_bytes = (2 * shape.len + 6 * (half + 1)) * kernel.register_bytes;
+  const double rows = static_cast<double>(shape.outer) * static_cast<double>(shape.inner);
+  const double count = rows * (loss == Loss::KL ? half : half + 1);
   std::vector<double> unit_sums(units, 0.0);
 #pragma omp parallel num_threads(num_threads)
   {
@@ -221,31 +231,52 @@ double l1_fft_kernel(const T* x, const Strides3& xs, const T* y, const Strides3&
         auto* grad = target ? grad_y : grad_x;
         unit.grad[s] = grad != nullptr ? grad + b * g_block + first * g_col : nullptr;
       }
-      kernel.run(unit, plan, amplitude, norm_scale / count, workspace.data(), &unit_sums[u]);
+      if (loss == Loss::KL) {
+        kernel.kl(unit, plan, parameter, 1.0 / (parameter * count), workspace.data(), &unit_sums[u]);
+      } else {
+        kernel.l1(unit, plan, amplitude, parameter / count, workspace.data(), &unit_sums[u]);
+      }
     }
   }
   double total = 0;
   for (double v : unit_sums) total += v;
-  return norm_scale * total / count;
+  return (loss == Loss::KL ? 1.0 : parameter) * total / count;
 }
 
 }  // namespace
 
 bool fft_length_supported(int64_t length) { return length >= 2 && !factorize(length).empty(); }
 
-double spectral_l1_fft(const void* x, const Strides3& xs, const void* y, const Strides3& ys, void* grad_x,
-                       void* grad_y, int dtype, const Shape3& shape, bool amplitude, double norm_scale,
-                       int num_threads) {
+namespace {
+
+double run_fft_kernel(const void* x, const Strides3& xs, const void* y, const Strides3& ys, void* grad_x,
+                      void* grad_y, int dtype, const Shape3& shape, Loss loss, double parameter, int num_threads) {
   if (!fft_length_supported(shape.len))
-    throw std::invalid_argument("spectral_l1_fft: the length must be at least 2 with prime factors up to 13");
-  double loss = 0;
+    throw std::invalid_argument("spectral fft kernels: the length must be at least 2 with prime factors up to 13");
+  double value = 0;
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     using A = typename Acc<T>::type;
-    loss = l1_fft_kernel<T>(static_cast<const T*>(x), xs, static_cast<const T*>(y), ys, static_cast<A*>(grad_x),
-                            static_cast<A*>(grad_y), shape, amplitude, norm_scale, num_threads);
+    value = fft_kernel<T>(static_cast<const T*>(x), xs, static_cast<const T*>(y), ys, static_cast<A*>(grad_x),
+                          static_cast<A*>(grad_y), shape, loss, parameter, num_threads);
   });
-  return loss;
+  return value;
+}
+
+}  // namespace
+
+double spectral_l1_fft(const void* x, const Strides3& xs, const void* y, const Strides3& ys, void* grad_x,
+                       void* grad_y, int dtype, const Shape3& shape, bool amplitude, double norm_scale,
+                       int num_threads) {
+  return run_fft_kernel(x, xs, y, ys, grad_x, grad_y, dtype, shape, amplitude ? Loss::L1Amplitude : Loss::L1Complex,
+                        norm_scale, num_threads);
+}
+
+double spectral_kl_fft(const void* student, const Strides3& ss, const void* teacher, const Strides3& ts,
+                       void* grad_student, void* grad_teacher, int dtype, const Shape3& shape, double tau,
+                       int num_threads) {
+  return run_fft_kernel(student, ss, teacher, ts, grad_student, grad_teacher, dtype, shape, Loss::KL, tau,
+                        num_threads);
 }
 
 }  // namespace ddk

@@ -18,4 +18,10 @@ double spectral_l1_fft(const void* x, const Strides3& xs, const void* y, const S
                        void* grad_y, int dtype, const Shape3& shape, bool amplitude, double norm_scale,
                        int num_threads);
 
+// Spectral KL(softmax(|F(teacher)| / tau) || softmax(|F(student)| / tau)) over bins 1 .. len/2, the mean over every
+// bin of every series, fused like spectral_l1_fft: writes dloss/dstudent and dloss/dteacher (null: not wanted).
+double spectral_kl_fft(const void* student, const Strides3& ss, const void* teacher, const Strides3& ts,
+                       void* grad_student, void* grad_teacher, int dtype, const Shape3& shape, double tau,
+                       int num_threads);
+
 }  // namespace ddk

@@ -289,9 +289,9 @@ def test_double_backward_is_a_clear_error(backend, op, ref):
         torch.autograd.grad(loss, x, create_graph=True)
 
 
-# The fused CPU kernel (its own FFT; lengths whose prime factors are at most 13) is compiled for several instruction
-# sets; each one this CPU has is checked, with lengths reaching every radix, both modes and every norm. Other
-# lengths (here 17 and 34) take torch.fft's transforms with the C++ epilogue.
+# The fused CPU kernels (their own FFT; lengths whose prime factors are at most 13) are compiled for several
+# instruction sets; each one this CPU has is checked, with lengths reaching every radix, both L1 modes with every norm
+# and the KL. Other lengths (here 17 and 34) take torch.fft's transforms with the C++ epilogue.
 SIMD_LEVELS = cpu_extension().simd_levels()
 FUSED_CASES = [
     ((3, 336, 37), 1),      # radices 4, 4, 3, 7; two groups of series per transform and a partial one
@@ -314,7 +314,7 @@ def simd_level(request):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape,dim", FUSED_CASES)
-@pytest.mark.parametrize("op,ref", NORM_VARIANTS + VARIANTS[:2])
+@pytest.mark.parametrize("op,ref", NORM_VARIANTS + VARIANTS)
 def test_fused_kernel_on_every_instruction_set(simd_level, dtype, shape, dim, op, ref):
     assert cpu_extension().simd() == simd_level
     _check("cpu", op, ref, randn(shape, dtype, "cpu"), randn(shape, dtype, "cpu"), dim, upstream=-0.6, dtype=dtype)
@@ -326,7 +326,7 @@ def test_fused_kernel_serves_the_forecasting_lengths():
     assert not any(supported(t) for t in (1, 17, 34, 97, 1021))
 
 
-@pytest.mark.parametrize("op,ref", VARIANTS[:2])
+@pytest.mark.parametrize("op,ref", VARIANTS)
 def test_fused_kernel_with_different_layouts(simd_level, op, ref):
     """Input and target with different strides (the input's memory transposed, time along a strided axis)."""
     x = randn((4, 96, 37), torch.float32, "cpu").transpose(0, -1).contiguous().transpose(0, -1)

@@ -4,7 +4,7 @@ The forward kernels return the loss and G, per differentiable argument, in the b
 triton backend G is spectral, a real tensor [slots, outer, T/2 + 1, inner, 2]: on the dense path G = c dloss/dS,
 turned into dloss/dx by a product with the cos/sin basis; above the dense length G also carries irfft's half
 weights, so dloss/dx = irfft(G, n=T, norm="forward"). On the cpu backend G is dloss/dx itself, [slots, *shape]:
-the fused C++ kernel (spectral L1 at lengths whose prime factors are at most 13) writes it directly; otherwise
+the fused C++ kernels (at lengths whose prime factors are at most 13) write it directly; otherwise
 torch.fft's transforms feed the C++ epilogue and irfft turns its spectral gradient into dloss/dx in the forward.
 """
 import math
@@ -79,18 +79,23 @@ def cpu_epilogue(kernel, shape, dim, first, second, grad_first, grad_second, par
     return torch.tensor(loss, dtype=real), g
 
 
-def cpu_l1_fused(input, target, dim, amplitude, scale, grad_input, grad_target):
-    """Spectral L1 in one pass of the fused C++ kernel: (loss, G = dloss/dx [slots, *shape]). Complex mode has one
-    slot, the gradient with respect to input - target."""
-    x, y = as_3d(input, dim), as_3d(target, dim)
-    slots = gradient_slots(grad_input, grad_target, difference=not amplitude)
-    g = new_gradient(input.shape, dim, slots, gradient_dtype(input.dtype, "cpu"), "cpu", input.device)
-    grad_x = g[0].data_ptr() if slots and (grad_input or not amplitude) else 0
-    grad_y = g[-1].data_ptr() if amplitude and grad_target else 0
-    loss = cpu_extension().spectral_l1_fft(
-        x.data_ptr(), list(x.stride()), y.data_ptr(), list(y.stride()), grad_x, grad_y, DTYPE_CODES[input.dtype],
-        list(x.shape), amplitude, scale, torch.get_num_threads())
-    return torch.tensor(loss, dtype=accumulate_dtype(input.dtype)), g
+def cpu_fused(loss, first, second, dim, parameter, grad_first, grad_second):
+    """One pass of a fused C++ kernel, ``loss`` "complex", "amplitude" (spectral L1, ``parameter`` the norm's scale)
+    or "kl" (``parameter`` tau): (loss, G = dloss/dx [slots, *shape]). The complex L1 has one slot, the gradient
+    with respect to first - second."""
+    x, y = as_3d(first, dim), as_3d(second, dim)
+    difference = loss == "complex"
+    slots = gradient_slots(grad_first, grad_second, difference=difference)
+    g = new_gradient(first.shape, dim, slots, gradient_dtype(first.dtype, "cpu"), "cpu", first.device)
+    grad_x = g[0].data_ptr() if slots and (grad_first or difference) else 0
+    grad_y = g[-1].data_ptr() if not difference and grad_second else 0
+    args = (x.data_ptr(), list(x.stride()), y.data_ptr(), list(y.stride()), grad_x, grad_y, DTYPE_CODES[first.dtype],
+            list(x.shape))
+    if loss == "kl":
+        value = cpu_extension().spectral_kl_fft(*args, parameter, torch.get_num_threads())
+    else:
+        value = cpu_extension().spectral_l1_fft(*args, loss == "amplitude", parameter, torch.get_num_threads())
+    return torch.tensor(value, dtype=accumulate_dtype(first.dtype)), g
 
 
 def _adjoint(g, grad_output, shape, dim, dtype, backend):

@@ -4,6 +4,8 @@
     loss = mean over every element of p * (log p - log q)   (F.kl_div(log q, log p, "mean") scaling)
     backward: dloss/dA(student) = (q - p) / (tau N), dloss/dA(teacher) = p (log p - log q - KL_row) / (tau N),
               then through |.| (unit phase, 0 at zero magnitude) and one adjoint transform per argument.
+On CPU, lengths whose prime factors are at most 13 run the fused C++ kernel (csrc/spectral_fft.cpp), other lengths
+torch.fft's transforms around the C++ epilogue; either way the gradient is computed in the forward pass.
 """
 from typing import Tuple
 
@@ -11,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ddkernels import reference
-from ddkernels._backend import accumulate_dtype, resolve
+from ddkernels._backend import accumulate_dtype, cpu_extension, resolve
 from ddkernels._validation import check_length, check_pair, check_tau, normalize_dim
 from ddkernels.ops import _spectral
 
@@ -40,6 +42,8 @@ def _forward(student, teacher, dim, tau, backend, grad_student, grad_teacher):
     if backend == "triton":
         from ddkernels.kernels.spectral import spectral_kl_forward
         return spectral_kl_forward(student, teacher, dim, tau, grad_student, grad_teacher)
+    if backend == "cpu" and cpu_extension().fft_length_supported(student.shape[dim]):
+        return _spectral.cpu_fused("kl", student, teacher, dim, tau, grad_student, grad_teacher)
     if backend == "cpu":
         return _spectral.cpu_epilogue("spectral_kl", student.shape, dim, _spectral.cpu_spectrum(student, dim),
                                       _spectral.cpu_spectrum(teacher, dim), grad_student, grad_teacher, tau)

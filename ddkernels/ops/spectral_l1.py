@@ -45,7 +45,7 @@ def spectral_l1_loss(input, target, dim=1, mode="complex", norm="backward"):
 def _cpu_forward(input, target, dim, amplitude, scale, grad_input, grad_target):
     shape = input.shape
     if cpu_extension().fft_length_supported(shape[dim]):
-        return _spectral.cpu_l1_fused(input, target, dim, amplitude, scale, grad_input, grad_target)
+        return _spectral.cpu_fused("amplitude" if amplitude else "complex", input, target, dim, scale, grad_input, grad_target)
     if amplitude:
         return _spectral.cpu_epilogue("spectral_l1", shape, dim, _spectral.cpu_spectrum(input, dim),
                                       _spectral.cpu_spectrum(target, dim), grad_input, grad_target, scale)
