@@ -73,7 +73,11 @@ def run_in_runtime(device_name, body):
     """body(runtime) between joining the process group (under torchrun) and leaving it."""
     runtime = start_runtime(device_name)
     try:
-        return body(runtime)
+        result = body(runtime)
+        # Every rank finishes before any leaves: a rank tearing its group down while another still talks to it
+        # aborted the other ("terminate called without an active exception", about 1 run in 16 with gloo).
+        barrier(runtime)
+        return result
     finally:
         if runtime.distributed:
             dist.destroy_process_group()
