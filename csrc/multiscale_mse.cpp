@@ -50,29 +50,9 @@ struct Slab {
 
 }  // namespace
 
-namespace baseline {
-namespace {
-#include "multiscale_mse_rows.inc"
-}  // namespace
-}  // namespace baseline
-
-#if DDK_SIMD_DISPATCH
-DDK_TARGET_AVX2
-namespace avx2 {
-namespace {
-#include "multiscale_mse_rows.inc"
-}  // namespace
-}  // namespace avx2
-DDK_TARGET_END
-
-DDK_TARGET_AVX512
-namespace avx512 {
-namespace {
-#include "multiscale_mse_rows.inc"
-}  // namespace
-}  // namespace avx512
-DDK_TARGET_END
-#endif
+#define DDK_KERNEL_BODY "multiscale_mse_rows.inc"
+#include "simd_each.inc"
+#undef DDK_KERNEL_BODY
 
 namespace {
 

@@ -1,6 +1,6 @@
 // The instruction sets the CPU kernels are compiled for, and the one in use: the best this CPU supports,
 // chosen at run time, so one portable build serves every x86-64 CPU.
-// A kernel body compiled for several sets lives in a header included once per set (see multiscale_mse.cpp):
+// A kernel body compiled for several sets lives in a file included once per set (simd_each.inc):
 //   DDK_TARGET_AVX2 / DDK_TARGET_AVX512 open a region compiled for that set, DDK_TARGET_END closes it.
 #pragma once
 

@@ -3,7 +3,7 @@
 //   kRegisterBytes, FloatLanes, load_floats / store_floats (the first `width` floats of a row; the other lanes zero
 //   / untouched) and, from simd_lanes.inc, Lanes<A>, load_lanes / store_lanes (any element type and column stride),
 //   lane_total and for_each_index (a loop over compile-time indices).
-// A kernel body compiled for each set is included inside each namespace and its target region (multiscale_mse.cpp).
+// A kernel body compiled for each set goes through simd_each.inc (see multiscale_mse.cpp).
 #pragma once
 #include <algorithm>
 #include <cstdint>

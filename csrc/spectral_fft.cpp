@@ -132,29 +132,9 @@ struct FftUnit {
 
 }  // namespace
 
-namespace baseline {
-namespace {
-#include "spectral_fft_lanes.inc"
-}  // namespace
-}  // namespace baseline
-
-#if DDK_SIMD_DISPATCH
-DDK_TARGET_AVX2
-namespace avx2 {
-namespace {
-#include "spectral_fft_lanes.inc"
-}  // namespace
-}  // namespace avx2
-DDK_TARGET_END
-
-DDK_TARGET_AVX512
-namespace avx512 {
-namespace {
-#include "spectral_fft_lanes.inc"
-}  // namespace
-}  // namespace avx512
-DDK_TARGET_END
-#endif
+#define DDK_KERNEL_BODY "spectral_fft_lanes.inc"
+#include "simd_each.inc"
+#undef DDK_KERNEL_BODY
 
 namespace {
 

@@ -214,7 +214,6 @@ def test_double_backward_is_a_clear_error(backend):
 
 # The C++ kernel is compiled for several instruction sets and picks the best at run time; each one this CPU has
 # is checked here (set_simd lowers the choice), on shapes that reach every path of the slab kernel.
-SIMD_LEVELS = cpu_extension().simd_levels()
 SIMD_CASES = [
     ((3, 45, 37), 1, (1, 2, 4, 8)),     # several groups of series and a partial one
     ((2, 200, 5), 1, (1, 3, 8)),        # a partial group only; the rings of recent blocks wrap many times
@@ -225,14 +224,6 @@ SIMD_CASES = [
 ]
 SIMD_TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-12, 1e-12), torch.float16: (1e-5, 2e-3),
                   torch.bfloat16: (1e-5, 1e-2)}
-
-
-@pytest.fixture(params=SIMD_LEVELS)
-def simd_level(request):
-    previous = cpu_extension().simd()
-    cpu_extension().set_simd(request.param)
-    yield request.param
-    cpu_extension().set_simd(previous)
 
 
 def _check_cpu_against_float64(x, y, dim, scales, dtype):

@@ -292,7 +292,6 @@ def test_double_backward_is_a_clear_error(backend, op, ref):
 # The fused CPU kernels (their own FFT; lengths whose prime factors are at most 13) are compiled for several
 # instruction sets; each one this CPU has is checked, with lengths reaching every radix, both L1 modes with every norm
 # and the KL. Other lengths (here 17 and 34) take torch.fft's transforms with the C++ epilogue.
-SIMD_LEVELS = cpu_extension().simd_levels()
 FUSED_CASES = [
     ((3, 336, 37), 1),      # radices 4, 4, 3, 7; two groups of series per transform and a partial one
     ((2, 720, 5), 1),       # 4, 4, 3, 3, 5
@@ -302,14 +301,6 @@ FUSED_CASES = [
     ((2, 17, 4), 1),        # a prime above 13: torch.fft with the epilogue
     ((3, 34, 2), 1),        # 2 * 17: torch.fft with the epilogue
 ]
-
-
-@pytest.fixture(params=SIMD_LEVELS)
-def simd_level(request):
-    previous = cpu_extension().simd()
-    cpu_extension().set_simd(request.param)
-    yield request.param
-    cpu_extension().set_simd(previous)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
