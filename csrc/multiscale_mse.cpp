@@ -56,23 +56,18 @@ struct Slab {
 
 namespace {
 
-// The instruction set's slab kernel, its group width and its workspace size.
+// The instruction set's slab kernel.
 template <typename T>
-struct SlabKernel {
-  void (*run)(const Slab<T>&, int64_t, const ScalePlan&, void*, double*);
-  int lanes;
-  int register_bytes;
-};
+using SlabKernel = void (*)(const Slab<T>&, int64_t, const ScalePlan&, void*, double*);
 
 template <typename T>
 SlabKernel<T> slab_kernel(Simd level) {
-  using A = typename Acc<T>::type;
 #if DDK_SIMD_DISPATCH
-  if (level == Simd::Avx512) return {&avx512::multiscale_slab<T>, avx512::Lanes<A>::count, avx512::kRegisterBytes};
-  if (level == Simd::Avx2) return {&avx2::multiscale_slab<T>, avx2::Lanes<A>::count, avx2::kRegisterBytes};
+  if (level == Simd::Avx512) return &avx512::multiscale_slab<T>;
+  if (level == Simd::Avx2) return &avx2::multiscale_slab<T>;
 #endif
   (void)level;
-  return {&baseline::multiscale_slab<T>, baseline::Lanes<A>::count, baseline::kRegisterBytes};
+  return &baseline::multiscale_slab<T>;
 }
 
 // Room for vectors of any instruction set, aligned for vector moves.
@@ -94,20 +89,22 @@ template <typename T>
 void multiscale_mse_kernel(const T* x, const T* y, T* grad, const Shape3& shape, const Strides3& xs,
                            const Strides3& ys, const ScalePlan& plan, std::vector<double>& block_sums,
                            int num_threads) {
-  const SlabKernel<T> kernel = slab_kernel<T>(active_simd());
+  const Simd level = active_simd();
+  const SlabKernel<T> kernel = slab_kernel<T>(level);
+  const int64_t lanes = register_lanes<typename Acc<T>::type>(level);
   const SeriesLayout layout = series_layout(shape, xs, ys);
   // Split each block's series into ranges of whole groups: at most kMaxGroupsPerTask groups, and enough tasks
   // (four per thread) for the threads to share when there are few blocks.
-  const int64_t groups = (layout.series + kernel.lanes - 1) / kernel.lanes;
+  const int64_t groups = (layout.series + lanes - 1) / lanes;
   const int64_t wanted = (4 * static_cast<int64_t>(num_threads) + layout.blocks - 1) / layout.blocks;
   const int64_t wanted_ranges =
       std::min(groups, std::max(wanted, (groups + kMaxGroupsPerTask - 1) / kMaxGroupsPerTask));
   const int64_t range_groups = (groups + wanted_ranges - 1) / wanted_ranges;
   const int64_t ranges = (groups + range_groups - 1) / range_groups;  // none of them empty
-  const int64_t range_series = range_groups * kernel.lanes;
+  const int64_t range_series = range_groups * lanes;
   const int64_t tasks = layout.blocks * ranges;
   const int n = plan.count;
-  const int64_t workspace_bytes = slab_workspace(plan, range_groups) * kernel.register_bytes;
+  const int64_t workspace_bytes = slab_workspace(plan, range_groups) * register_bytes(level);
   std::vector<double> task_sums(static_cast<size_t>(tasks) * n, 0.0);
 
 #pragma omp parallel num_threads(num_threads)
@@ -121,7 +118,7 @@ void multiscale_mse_kernel(const T* x, const T* y, T* grad, const Shape3& shape,
                          grad != nullptr ? grad + block * layout.grad_block + first * layout.grad_col : nullptr,
                          xs.len, layout.x_col, ys.len, layout.y_col, shape.inner, layout.grad_col,
                          std::min(range_series, layout.series - first)};
-      kernel.run(slab, shape.len, plan, workspace.data(), task_sums.data() + task * n);
+      kernel(slab, shape.len, plan, workspace.data(), task_sums.data() + task * n);
     }
   }
   for (int64_t task = 0; task < tasks; ++task)

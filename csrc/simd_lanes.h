@@ -84,4 +84,20 @@ DDK_TARGET_END
 #endif
 
 
+// The bytes of one vector register of an instruction set, and how many accumulators of type A it holds: the
+// width of a group of series in the kernels compiled for that set.
+inline int register_bytes(Simd level) {
+#if DDK_SIMD_DISPATCH
+  if (level == Simd::Avx512) return avx512::kRegisterBytes;
+  if (level == Simd::Avx2) return avx2::kRegisterBytes;
+#endif
+  (void)level;
+  return baseline::kRegisterBytes;
+}
+
+template <typename A>
+int register_lanes(Simd level) {
+  return register_bytes(level) / static_cast<int>(sizeof(A));
+}
+
 }  // namespace ddk

@@ -138,27 +138,21 @@ struct FftUnit {
 
 namespace {
 
-// The instruction set's unit kernels, its group width and its register size.
+// The instruction set's unit kernels.
 template <typename T>
 struct UnitKernels {
   void (*l1)(const FftUnit<T>&, const FftPlan&, bool, double, void*, double*);
   void (*kl)(const FftUnit<T>&, const FftPlan&, double, double, void*, double*);
-  int lanes;
-  int register_bytes;
 };
 
 template <typename T>
 UnitKernels<T> unit_kernels(Simd level) {
-  using A = typename Acc<T>::type;
 #if DDK_SIMD_DISPATCH
-  if (level == Simd::Avx512)
-    return {&avx512::l1_fft_unit<T>, &avx512::kl_fft_unit<T>, avx512::Lanes<A>::count, avx512::kRegisterBytes};
-  if (level == Simd::Avx2)
-    return {&avx2::l1_fft_unit<T>, &avx2::kl_fft_unit<T>, avx2::Lanes<A>::count, avx2::kRegisterBytes};
+  if (level == Simd::Avx512) return {&avx512::l1_fft_unit<T>, &avx512::kl_fft_unit<T>};
+  if (level == Simd::Avx2) return {&avx2::l1_fft_unit<T>, &avx2::kl_fft_unit<T>};
 #endif
   (void)level;
-  return {&baseline::l1_fft_unit<T>, &baseline::kl_fft_unit<T>, baseline::Lanes<A>::count,
-          baseline::kRegisterBytes};
+  return {&baseline::l1_fft_unit<T>, &baseline::kl_fft_unit<T>};
 }
 
 struct alignas(64) WorkspaceBlock { unsigned char bytes[64]; };
@@ -170,9 +164,10 @@ template <typename T>
 double fft_kernel(const T* x, const Strides3& xs, const T* y, const Strides3& ys, typename Acc<T>::type* grad_x,
                   typename Acc<T>::type* grad_y, const Shape3& shape, Loss loss, double parameter, int num_threads) {
   const FftPlan plan = make_plan(shape.len);
-  const UnitKernels<T> kernel = unit_kernels<T>(active_simd());
+  const Simd level = active_simd();
+  const UnitKernels<T> kernel = unit_kernels<T>(level);
   const bool amplitude = loss != Loss::L1Complex;  // one series' two arguments per unit
-  const int64_t lanes = kernel.lanes;
+  const int64_t lanes = register_lanes<typename Acc<T>::type>(level);
   // Series along inner, or along outer when inner is 1 (time innermost).
   const bool along_outer = shape.inner == 1 && shape.outer > 1;
   const int64_t blocks = along_outer ? 1 : shape.outer, series = along_outer ? shape.outer : shape.inner;
@@ -183,7 +178,7 @@ double fft_kernel(const T* x, const Strides3& xs, const T* y, const Strides3& ys
   const int64_t units_per_block = amplitude ? groups : (groups + 1) / 2;  // complex mode: two groups per unit
   const int64_t units = blocks * units_per_block;
   const int64_t half = shape.len / 2;
-  const int64_t workspace_bytes = (2 * shape.len + 6 * (half + 1)) * kernel.register_bytes;
+  const int64_t workspace_bytes = (2 * shape.len + 6 * (half + 1)) * register_bytes(level);
   const double rows = static_cast<double>(shape.outer) * static_cast<double>(shape.inner);
   const double count = rows * (loss == Loss::KL ? half : half + 1);
   std::vector<double> unit_sums(units, 0.0);
