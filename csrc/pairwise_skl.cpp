@@ -6,150 +6,130 @@
 //   u_i = r_i alpha_i - (V alpha)_i, J_i^T u = p_i (u - <p_i, u>).
 // Centring keeps g and N small when the samples are nearly identical, so D ~ 1e-6 keeps float accuracy; log p
 // instead of a keeps alpha O(log L) where p matters even for logits of 1e4. In u_i the row shift lse_i adds a
-// constant per row, which J_i^T removes.
+// constant per row, which J_i^T removes. The row and tile work is vectorised along rows (pairwise_skl_rows.inc,
+// compiled once per instruction set) and shared among threads by rows, column blocks or row tiles.
 #include "pairwise_skl.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <tuple>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
-#include <omp.h>
-
 #include "dtype.h"
+#include "simd.h"
+#include "simd_lanes.h"
 
 namespace ddk {
 namespace {
 
-constexpr int64_t kLanes = 8;  // independent partial results per reduction, so the loops vectorise
+struct CentredRow {
+  double g, norm_rho, norm_alpha;
+};
 
-// sum_{k < n} f(k) in double over kLanes partial sums (then the tail and the lanes, in order).
-template <typename Fn>
-double lane_sum(int64_t n, Fn&& f) {
-  double part[kLanes] = {0};
-  int64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes)
-    for (int64_t j = 0; j < kLanes; ++j) part[j] += f(k + j);
-  double total = 0;
-  for (; k < n; ++k) total += f(k);
-  for (int64_t j = 0; j < kLanes; ++j) total += part[j];
-  return total;
-}
+struct TileSums {
+  double total;         // sum of exp(-D_ij), j != i
+  double weight_total;  // sum of the rounded weights
+  int64_t ill_pairs;
+};
+
+// The row and tile kernels of pairwise_skl_rows.inc, of one instruction set.
+template <typename T>
+struct RowKernels {
+  std::pair<double, double> (*softmax)(const T*, int64_t, double, T*);
+  void (*column_terms)(const T*, const T*, int64_t, int64_t, int64_t, int64_t, double, const double*, const double*,
+                       T*, T*);
+  CentredRow (*centre)(const T*, int64_t, double, double, double, const T*, const T*, T*, T*);
+  TileSums (*epilogue)(int64_t, int64_t, int, const double*, const double*, const double*, const double*, double,
+                       double, T*, T*);
+  void (*gradient)(const T*, int64_t, double, double, double, const T*, const T*, const T*, const T*, double, T*,
+                   double*, double*);
+};
+
+}  // namespace
+
+#define DDK_KERNEL_BODY "pairwise_skl_rows.inc"
+#include "simd_each.inc"
+#undef DDK_KERNEL_BODY
+
+namespace {
 
 template <typename T>
-double row_lse(const T* row, int64_t length, double inv_tau) {
-  double part[kLanes];
-  std::fill(part, part + kLanes, -std::numeric_limits<double>::infinity());
-  int64_t k = 0;
-  for (; k + kLanes <= length; k += kLanes)
-    for (int64_t j = 0; j < kLanes; ++j) part[j] = std::max(part[j], static_cast<double>(row[k + j]));
-  double top = -std::numeric_limits<double>::infinity();
-  for (; k < length; ++k) top = std::max(top, static_cast<double>(row[k]));
-  for (int64_t j = 0; j < kLanes; ++j) top = std::max(top, part[j]);
-  top *= inv_tau;  // tau > 0
-  // A NaN anywhere makes the sum NaN (std::max may skip it, exp of it does not).
-  const double sum =
-      lane_sum(length, [&](int64_t k) { return std::exp(static_cast<double>(row[k]) * inv_tau - top); });
-  return top + std::log(sum);
+RowKernels<T> active_kernels() {
+#if DDK_SIMD_DISPATCH
+  const Simd level = active_simd();
+  if (level == Simd::Avx512) return avx512::row_kernels<T>();
+  if (level == Simd::Avx2) return avx2::row_kernels<T>();
+#endif
+  return baseline::row_kernels<T>();
 }
 
-// Column sums over rows of f(i, k), in double, each thread over a block of rows, then added in thread order.
-template <typename Fn>
-std::vector<double> column_sums(int64_t samples, int64_t length, int num_threads, Fn&& value) {
-  std::vector<std::vector<double>> partial(num_threads, std::vector<double>(length, 0.0));
-#pragma omp parallel num_threads(num_threads)
-  {
-    std::vector<double>& mine = partial[omp_get_thread_num()];
-#pragma omp for schedule(static)
-    for (int64_t i = 0; i < samples; ++i) value(i, mine.data());
-  }
-  std::vector<double> total(length, 0.0);
-  for (const auto& part : partial)
-    for (int64_t k = 0; k < length; ++k) total[k] += part[k];
-  return total;
-}
+constexpr int64_t kColumnBlock = 512;  // columns per task of the column means
 
+// The softmax rows' statistics (row max m_i, log-sum s_i), then their column means, then the centred rows.
 template <typename T>
 void prepare_kernel(const T* x, int64_t samples, int64_t length, double tau, T* rho, T* alpha, double* g,
-                    double* lse, double* norms, int num_threads) {
+                    double* softmax_stats, double* norms, int num_threads) {
+  const RowKernels<T> kernels = active_kernels<T>();
   const double inv_tau = 1.0 / tau;
+  double* row_max = softmax_stats;
+  double* log_sum = softmax_stats + samples;
 #pragma omp parallel for num_threads(num_threads) schedule(static)
-  for (int64_t i = 0; i < samples; ++i) lse[i] = row_lse(x + i * length, length, inv_tau);
-  std::vector<double> mean_l = column_sums(samples, length, num_threads, [&](int64_t i, double* out) {
-    const T* row = x + i * length;
-    for (int64_t k = 0; k < length; ++k) out[k] += static_cast<double>(row[k]) * inv_tau - lse[i];
-  });
-  std::vector<double> mean_p = column_sums(samples, length, num_threads, [&](int64_t i, double* out) {
-    const T* row = x + i * length;
-    for (int64_t k = 0; k < length; ++k) out[k] += std::exp(static_cast<double>(row[k]) * inv_tau - lse[i]);
-  });
+  for (int64_t i = 0; i < samples; ++i)
+    std::tie(row_max[i], log_sum[i]) = kernels.softmax(x + i * length, length, inv_tau, rho + i * length);
+  std::vector<T> mean_p(length, T(0)), mean_l(length, T(0));
+  const int64_t column_blocks = (length + kColumnBlock - 1) / kColumnBlock;
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+  for (int64_t b = 0; b < column_blocks; ++b)
+    kernels.column_terms(x, rho, samples, length, b * kColumnBlock, std::min(length, (b + 1) * kColumnBlock), inv_tau,
+                         row_max, log_sum, mean_p.data(), mean_l.data());
+  const T inv_samples = static_cast<T>(1.0 / static_cast<double>(samples));
   for (int64_t k = 0; k < length; ++k) {
-    mean_l[k] /= static_cast<double>(samples);
-    mean_p[k] /= static_cast<double>(samples);
+    mean_p[k] *= inv_samples;
+    mean_l[k] *= inv_samples;
   }
 #pragma omp parallel for num_threads(num_threads) schedule(static)
   for (int64_t i = 0; i < samples; ++i) {
-    const T* row = x + i * length;
-    T* rho_row = rho + i * length;
-    T* alpha_row = alpha + i * length;
-    for (int64_t k = 0; k < length; ++k) {
-      const double l = static_cast<double>(row[k]) * inv_tau - lse[i];
-      rho_row[k] = static_cast<T>(std::exp(l) - mean_p[k]);
-      alpha_row[k] = static_cast<T>(l - mean_l[k]);
-    }
-    // g and the norms from the rounded values, which the products see.
-    auto dot = [&](const T* a, const T* b) {
-      return lane_sum(length, [&](int64_t k) { return static_cast<double>(a[k]) * static_cast<double>(b[k]); });
-    };
-    g[i] = dot(rho_row, alpha_row);
-    norms[i] = std::sqrt(dot(rho_row, rho_row));
-    norms[samples + i] = std::sqrt(dot(alpha_row, alpha_row));
+    const CentredRow row = kernels.centre(x + i * length, length, inv_tau, row_max[i], log_sum[i], mean_p.data(),
+                                          mean_l.data(), rho + i * length, alpha + i * length);
+    g[i] = row.g;
+    norms[i] = row.norm_rho;
+    norms[samples + i] = row.norm_alpha;
   }
 }
 
-constexpr int64_t kTile = 32;  // the epilogue reads N in kTile x kTile tiles and their transposed partners
+constexpr int kTile = 32;  // the epilogue reads N in kTile x kTile tiles and their transposed partners
 
 template <typename T>
 PairwiseSums epilogue_kernel(const T* products, int64_t samples, const double* g, const double* norms, T* d,
                              T* weights, double* row_sums, double scale, double cancellation_limit, int num_threads) {
+  const RowKernels<T> kernels = active_kernels<T>();
   const int64_t blocks = (samples + kTile - 1) / kTile;
-  const double* norm_rho = norms;
-  const double* norm_alpha = norms + samples;
   std::vector<double> sums(samples, 0.0);
   std::vector<int64_t> ill(samples, 0);
 #pragma omp parallel for num_threads(num_threads) schedule(dynamic, 1)
   for (int64_t ib = 0; ib < blocks; ++ib) {
     const int64_t i0 = ib * kTile, i1 = std::min(samples, i0 + kTile);
-    double total[kTile] = {0}, weight_total[kTile] = {0};
-    int64_t ill_pairs[kTile] = {0};
-    double transposed[kTile][kTile];
+    alignas(64) double pair[kTile][kTile];
     for (int64_t j0 = 0; j0 < samples; j0 += kTile) {
-      const int64_t j1 = std::min(samples, j0 + kTile);
-      for (int64_t j = j0; j < j1; ++j)
-        for (int64_t i = i0; i < i1; ++i) transposed[i - i0][j - j0] = static_cast<double>(products[j * samples + i]);
+      const int width = static_cast<int>(std::min<int64_t>(kTile, samples - j0));
+      for (int64_t i = i0; i < i1; ++i)
+        for (int c = 0; c < kTile; ++c)
+          pair[i - i0][c] = c < width ? static_cast<double>(products[i * samples + j0 + c]) : 0.0;
+      for (int c = 0; c < width; ++c)
+        for (int64_t i = i0; i < i1; ++i) pair[i - i0][c] += static_cast<double>(products[(j0 + c) * samples + i]);
       for (int64_t i = i0; i < i1; ++i) {
-        const T* row = products + i * samples;
-        for (int64_t j = j0; j < j1; ++j) {
-          // Both sums commute exactly, so D comes out exactly symmetric; D >= 0 up to rounding.
-          const double dij = (g[i] + g[j]) - (static_cast<double>(row[j]) + transposed[i - i0][j - j0]);
-          const double e = j == i ? 0.0 : std::exp(-dij);
-          total[i - i0] += e;
-          const double magnitude = (norm_rho[i] + norm_rho[j]) * (norm_alpha[i] + norm_alpha[j]);
-          ill_pairs[i - i0] += (j != i && dij < cancellation_limit * magnitude) ? 1 : 0;
-          if (d != nullptr) d[i * samples + j] = j == i ? T(0) : static_cast<T>(dij);
-          if (weights != nullptr) {
-            const T w = static_cast<T>(scale * e);
-            weights[i * samples + j] = w;
-            weight_total[i - i0] += static_cast<double>(w);
-          }
-        }
+        const TileSums tile = kernels.epilogue(
+            i, j0, width, pair[i - i0], g, norms, norms + samples, scale, cancellation_limit,
+            d != nullptr ? d + i * samples + j0 : nullptr, weights != nullptr ? weights + i * samples + j0 : nullptr);
+        sums[i] += tile.total;
+        ill[i] += tile.ill_pairs;
+        if (row_sums != nullptr) row_sums[i] = (j0 == 0 ? 0.0 : row_sums[i]) + tile.weight_total;
       }
-    }
-    for (int64_t i = i0; i < i1; ++i) {
-      sums[i] = total[i - i0];
-      ill[i] = ill_pairs[i - i0];
-      if (row_sums != nullptr) row_sums[i] = weight_total[i - i0];
     }
   }
   PairwiseSums result{0.0, 0};
@@ -162,24 +142,24 @@ PairwiseSums epilogue_kernel(const T* products, int64_t samples, const double* g
 
 template <typename T, typename G>
 void gradient_kernel(const T* x, int64_t samples, int64_t length, double tau, const T* rho, const T* alpha,
-                     const double* lse, const T* v_rho, const T* v_alpha, const double* row_sums, G* grad,
+                     const double* softmax_stats, const T* v_rho, const T* v_alpha, const double* row_sums, G* grad,
                      int num_threads) {
+  const RowKernels<T> kernels = active_kernels<T>();
   const double inv_tau = 1.0 / tau;
 #pragma omp parallel num_threads(num_threads)
   {
     std::vector<double> p(length), u(length);
+    std::vector<T> row(std::is_same_v<G, T> ? 0 : length);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < samples; ++i) {
       const int64_t base = i * length;
-      for (int64_t k = 0; k < length; ++k) {
-        p[k] = std::exp(static_cast<double>(x[base + k]) * inv_tau - lse[i]);
-        u[k] = row_sums[i] * static_cast<double>(alpha[base + k]) - static_cast<double>(v_alpha[base + k]);
-      }
-      const double inner = lane_sum(length, [&](int64_t k) { return p[k] * u[k]; });
-      for (int64_t k = 0; k < length; ++k) {
-        const double direct = row_sums[i] * static_cast<double>(rho[base + k]) - static_cast<double>(v_rho[base + k]);
-        grad[base + k] = from_float<G>(static_cast<typename Acc<G>::type>((direct + p[k] * (u[k] - inner)) * inv_tau));
-      }
+      T* out = nullptr;
+      if constexpr (std::is_same_v<G, T>) out = grad + base; else out = row.data();
+      kernels.gradient(x + base, length, inv_tau, softmax_stats[i], softmax_stats[samples + i], rho + base,
+                       alpha + base, v_rho + base, v_alpha + base, row_sums[i], out, p.data(), u.data());
+      if constexpr (!std::is_same_v<G, T>)
+        for (int64_t k = 0; k < length; ++k)
+          grad[base + k] = from_float<G>(static_cast<typename Acc<G>::type>(row[k]));
     }
   }
 }
@@ -198,7 +178,7 @@ void pairwise_prepare(const void* x, int dtype, int64_t samples, int64_t length,
   dispatch_work(dtype, [&](auto tag) {
     using T = decltype(tag);
     prepare_kernel<T>(static_cast<const T*>(x), samples, length, tau, static_cast<T*>(state.rho),
-                      static_cast<T*>(state.alpha), state.g, state.lse, state.norms, num_threads);
+                      static_cast<T*>(state.alpha), state.g, state.softmax_stats, state.norms, num_threads);
   });
 }
 
@@ -222,7 +202,7 @@ void pairwise_gradient(const void* x, int dtype, int64_t samples, int64_t length
     dispatch_dtype(grad_dtype, [&](auto grad_tag) {
       using G = decltype(grad_tag);
       gradient_kernel<T, G>(static_cast<const T*>(x), samples, length, tau, static_cast<const T*>(state.rho),
-                            static_cast<const T*>(state.alpha), state.lse, static_cast<const T*>(v_rho),
+                            static_cast<const T*>(state.alpha), state.softmax_stats, static_cast<const T*>(v_rho),
                             static_cast<const T*>(v_alpha), row_sums, static_cast<G*>(grad), num_threads);
     });
   });

@@ -9,7 +9,7 @@ struct PairwiseState {
   void* rho;      // [S, L] p_i - pi, pi = column mean of p
   void* alpha;    // [S, L] log p_i - c, c = column mean of log p
   double* g;      // [S] sum_k rho_ik alpha_ik
-  double* lse;    // [S] log-sum-exp of a_i
+  double* softmax_stats;  // [2, S] m_i = max_k x_ik, s_i = log sum_k exp((x_ik - m_i) / tau): log p_ik = (x_ik - m_i) / tau - s_i
   double* norms;  // [2, S] |rho_i| and |alpha_i| (as rounded to the work type)
 };
 

@@ -6,6 +6,7 @@
 // A kernel body compiled for each set goes through simd_each.inc (see multiscale_mse.cpp).
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 import ddkernels
 from ddkernels import reference
+from ddkernels._backend import cpu_extension
 from ddkernels.ops import pairwise_skl
 from helpers import INTERPRETED, device_of, kernel_backends, randn, rel_error
 
@@ -129,6 +130,34 @@ def test_non_contiguous(backend, view):
         x = base[:, :1].expand(9, 5, 10)
     assert not x.is_contiguous()
     _check(backend, x, 1.0)
+
+
+# Row tails against every register width (L = 1, 17, 67), tile tails of the S x S epilogue (S = 37, 70 > 2 tiles)
+# and nearly identical samples among distinct ones (the float64 redo).
+SIMD_CASES = [((37, 67), 1.0, None), ((70, 17), 0.3, None), ((5, 1), 1.0, None), ((12, 7, 48), 1.0, 3e-5),
+              ((9, 155), 1.0, "pair")]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape,tau,close", SIMD_CASES)
+def test_every_instruction_set(simd_level, dtype, shape, tau, close):
+    assert cpu_extension().simd() == simd_level
+    x = randn(shape, dtype, "cpu")
+    if close == "pair":
+        x[3] = x[7] + 1e-5 * randn(shape[1:], dtype, "cpu", seed=5)
+    elif close is not None:
+        x = x[:1] + close * x
+    _check("cpu", x, tau, dtype=dtype)
+    upstream = randn((shape[0], shape[0]), dtype, "cpu", seed=3)
+    x = x.detach().requires_grad_()
+    with ddkernels.use_backend("cpu"):
+        d = ddkernels.pairwise_skl_matrix(x, tau)
+    (grad,) = torch.autograd.grad(d, x, upstream)
+    x64 = x.detach().double().requires_grad_()
+    expected = reference.pairwise_skl_matrix(x64, tau)
+    (expected_grad,) = torch.autograd.grad(expected, x64, upstream.double())
+    assert rel_error(d, expected) < (1e-4 if dtype == torch.float32 else 1e-9)
+    assert rel_error(grad, expected_grad) < TOLERANCE[dtype][1]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -63,19 +63,20 @@ CANCELLATION_LIMIT = 1e-2
 
 
 def _prepare(x, tau, backend, work):
-    """(x2, rho, alpha, g, lse, norms): the samples as contiguous [S, L] of dtype ``work``, their row statistics."""
+    """(x2, rho, alpha, g, softmax statistics, norms): the samples as contiguous [S, L] of dtype ``work``, their row
+    statistics (softmax statistics: the row log-sum-exp lse [S] on triton; the row max and log-sum [2, S] on cpu)."""
     x2 = x.reshape(x.shape[0], -1).to(work).contiguous()
     if backend == "triton":
         from ddkernels.kernels import pairwise_skl as kernels
         return (x2,) + kernels.prepare(x2, tau)
     samples, length = x2.shape
     rho, alpha = torch.empty_like(x2), torch.empty_like(x2)
-    g, lse = torch.empty(samples, dtype=torch.float64), torch.empty(samples, dtype=torch.float64)
-    norms = torch.empty((2, samples), dtype=torch.float64)
+    g = torch.empty(samples, dtype=torch.float64)
+    softmax_stats, norms = torch.empty((2, samples), dtype=torch.float64), torch.empty((2, samples), dtype=torch.float64)
     cpu_extension().pairwise_prepare(x2.data_ptr(), DTYPE_CODES[work], samples, length, tau, rho.data_ptr(),
-                                     alpha.data_ptr(), g.data_ptr(), lse.data_ptr(), norms.data_ptr(),
+                                     alpha.data_ptr(), g.data_ptr(), softmax_stats.data_ptr(), norms.data_ptr(),
                                      torch.get_num_threads())
-    return x2, rho, alpha, g, lse, norms
+    return x2, rho, alpha, g, softmax_stats, norms
 
 
 def _epilogue(state, with_matrix, weight_scale, backend):
@@ -112,17 +113,17 @@ def _prepare_and_reduce(x, tau, backend, with_matrix, weight_scale):
 
 def _gradient(x, tau, state, weights, row_sums, dtype, backend):
     """dloss/dx for symmetric weights V = dloss/dD + its transpose, shaped like x, of ``dtype``."""
-    x2, rho, alpha, _, lse, _ = state
+    x2, rho, alpha, _, softmax_stats, _ = state
     if backend == "triton":
         from ddkernels.kernels import pairwise_skl as kernels
         upstream = torch.ones((), dtype=torch.float32, device=x.device)
-        return kernels.gradient(x2, tau, rho, alpha, lse, weights, row_sums, upstream, x.shape, dtype)
+        return kernels.gradient(x2, tau, rho, alpha, softmax_stats, weights, row_sums, upstream, x.shape, dtype)
     samples, length = x2.shape
     v_rho, v_alpha = torch.mm(weights, rho), torch.mm(weights, alpha)
     grad = torch.empty(x.shape, dtype=dtype)
     cpu_extension().pairwise_gradient(
         x2.data_ptr(), DTYPE_CODES[x2.dtype], samples, length, tau, rho.data_ptr(), alpha.data_ptr(),
-        lse.data_ptr(), v_rho.data_ptr(), v_alpha.data_ptr(), row_sums.data_ptr(), grad.data_ptr(),
+        softmax_stats.data_ptr(), v_rho.data_ptr(), v_alpha.data_ptr(), row_sums.data_ptr(), grad.data_ptr(),
         DTYPE_CODES[dtype], torch.get_num_threads())
     return grad
 
