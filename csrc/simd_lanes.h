@@ -1,7 +1,7 @@
 // Vector registers as GCC vectors of accumulators, for each instruction set the CPU kernels are compiled for (see
 // simd.h): namespaces ddk::baseline, ddk::avx2 and ddk::avx512, each compiled for its set, with
-//   kRegisterBytes, FloatLanes, load_floats / store_floats (the first `width` floats of a row; the other lanes zero
-//   / untouched) and, from simd_lanes.inc, Lanes<A>, load_lanes / store_lanes (any element type and column stride),
+//   kRegisterBytes, FloatLanes, load_floats / store_floats (`width` floats of a row as lanes first .. first + width
+//   - 1; the other lanes zero / untouched) and, from simd_lanes.inc, Lanes<A>, load_lanes / store_lanes (any element type and column stride),
 //   lane_total and for_each_index (a loop over compile-time indices).
 // A kernel body compiled for each set goes through simd_each.inc (see multiscale_mse.cpp).
 #pragma once
@@ -25,13 +25,19 @@ namespace baseline {
 constexpr int kRegisterBytes = 16;  // one vector register; the series in it are processed together
 typedef float FloatLanes __attribute__((vector_size(kRegisterBytes)));
 
-inline FloatLanes load_floats(const float* row, int width) {
-  FloatLanes v{};
-  std::memcpy(&v, row, width * sizeof(float));
+inline FloatLanes load_floats(const float* row, int width, int first) {
+  float lanes[kRegisterBytes / sizeof(float)] = {};
+  std::memcpy(lanes + first, row, width * sizeof(float));
+  FloatLanes v;
+  std::memcpy(&v, lanes, sizeof v);
   return v;
 }
 
-inline void store_floats(float* row, int width, FloatLanes v) { std::memcpy(row, &v, width * sizeof(float)); }
+inline void store_floats(float* row, int width, int first, FloatLanes v) {
+  float lanes[kRegisterBytes / sizeof(float)];
+  std::memcpy(lanes, &v, sizeof v);
+  std::memcpy(row, lanes + first, width * sizeof(float));
+}
 
 #include "simd_lanes.inc"
 }  // namespace baseline
@@ -43,18 +49,26 @@ constexpr int kRegisterBytes = 32;
 constexpr int kFloats = kRegisterBytes / sizeof(float);
 typedef float FloatLanes __attribute__((vector_size(kRegisterBytes)));
 
-inline __m256i first_lanes(int width) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(width), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+// Lanes first .. first + width - 1.
+inline __m256i lane_range(int width, int first) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(first), lane),
+                             _mm256_cmpgt_epi32(_mm256_set1_epi32(first + width), lane));
 }
 
-inline FloatLanes load_floats(const float* row, int width) {
+// The masked lanes are not accessed, so the address of lane 0 may lie before row.
+inline float* lane_zero(const float* row, int first) {
+  return reinterpret_cast<float*>(reinterpret_cast<uintptr_t>(row) - first * sizeof(float));
+}
+
+inline FloatLanes load_floats(const float* row, int width, int first) {
   if (width == kFloats) return reinterpret_cast<FloatLanes>(_mm256_loadu_ps(row));
-  return reinterpret_cast<FloatLanes>(_mm256_maskload_ps(row, first_lanes(width)));
+  return reinterpret_cast<FloatLanes>(_mm256_maskload_ps(lane_zero(row, first), lane_range(width, first)));
 }
 
-inline void store_floats(float* row, int width, FloatLanes v) {
+inline void store_floats(float* row, int width, int first, FloatLanes v) {
   if (width == kFloats) return _mm256_storeu_ps(row, reinterpret_cast<__m256>(v));
-  _mm256_maskstore_ps(row, first_lanes(width), reinterpret_cast<__m256>(v));
+  _mm256_maskstore_ps(lane_zero(row, first), lane_range(width, first), reinterpret_cast<__m256>(v));
 }
 
 #include "simd_lanes.inc"
@@ -67,16 +81,22 @@ constexpr int kRegisterBytes = 64;
 constexpr int kFloats = kRegisterBytes / sizeof(float);
 typedef float FloatLanes __attribute__((vector_size(kRegisterBytes)));
 
-inline __mmask16 first_lanes(int width) { return static_cast<__mmask16>((1u << width) - 1); }
+// Lanes first .. first + width - 1.
+inline __mmask16 lane_range(int width, int first) { return static_cast<__mmask16>(((1u << width) - 1) << first); }
 
-inline FloatLanes load_floats(const float* row, int width) {
-  if (width == kFloats) return reinterpret_cast<FloatLanes>(_mm512_loadu_ps(row));
-  return reinterpret_cast<FloatLanes>(_mm512_maskz_loadu_ps(first_lanes(width), row));
+// The masked lanes are not accessed, so the address of lane 0 may lie before row.
+inline float* lane_zero(const float* row, int first) {
+  return reinterpret_cast<float*>(reinterpret_cast<uintptr_t>(row) - first * sizeof(float));
 }
 
-inline void store_floats(float* row, int width, FloatLanes v) {
+inline FloatLanes load_floats(const float* row, int width, int first) {
+  if (width == kFloats) return reinterpret_cast<FloatLanes>(_mm512_loadu_ps(row));
+  return reinterpret_cast<FloatLanes>(_mm512_maskz_loadu_ps(lane_range(width, first), lane_zero(row, first)));
+}
+
+inline void store_floats(float* row, int width, int first, FloatLanes v) {
   if (width == kFloats) return _mm512_storeu_ps(row, reinterpret_cast<__m512>(v));
-  _mm512_mask_storeu_ps(row, first_lanes(width), reinterpret_cast<__m512>(v));
+  _mm512_mask_storeu_ps(lane_zero(row, first), lane_range(width, first), reinterpret_cast<__m512>(v));
 }
 
 #include "simd_lanes.inc"

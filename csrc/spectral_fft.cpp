@@ -9,7 +9,9 @@
 #include "spectral_fft.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
@@ -118,16 +120,23 @@ FftPlan make_plan(int64_t length) {
   return plan;
 }
 
-// One complex transform's two slots of up to one register of series each: element t of slot s's series j at
-// x[s][t * x_len[s] + j * x_col[s]] (minus y[s][t * y_len + j * y_col] when y[s] is set); gradients written to
-// grad[s][t * grad_len + j * grad_col].
+// Where a slot's series lie: `runs` runs of `run_width` series each (runs > 1: the last series of consecutive
+// blocks, packed so that narrow blocks fill a register).
+struct LaneRuns {
+  int runs, run_width;
+  int width() const { return runs * run_width; }
+};
+
+// One complex transform's two slots of up to one register of series each: element t of slot s's series j of run r
+// at x[s][t * x_len[s] + j * x_col[s] + r * x_run[s]] (minus y[s][t * y_len + j * y_col + r * y_run] when y[s] is
+// set); gradients written to grad[s][t * grad_len + j * grad_col + r * grad_run].
 template <typename T>
 struct FftUnit {
   const T* x[2];
   const T* y[2];
   typename Acc<T>::type* grad[2];
-  int width[2];
-  int64_t x_len[2], x_col[2], y_len, y_col, grad_len, grad_col;
+  LaneRuns lanes[2];
+  int64_t x_len[2], x_col[2], x_run[2], y_len, y_col, y_run, grad_len, grad_col, grad_run;
 };
 
 }  // namespace
@@ -141,8 +150,8 @@ namespace {
 // The instruction set's unit kernels.
 template <typename T>
 struct UnitKernels {
-  void (*l1)(const FftUnit<T>&, const FftPlan&, bool, double, void*, double*);
-  void (*kl)(const FftUnit<T>&, const FftPlan&, double, double, void*, double*);
+  void (*l1)(const FftUnit<T>&, const FftUnit<T>*, const FftPlan&, bool, double, void*, double*);
+  void (*kl)(const FftUnit<T>&, const FftUnit<T>*, const FftPlan&, double, double, void*, double*);
 };
 
 template <typename T>
@@ -159,6 +168,30 @@ struct alignas(64) WorkspaceBlock { unsigned char bytes[64]; };
 
 enum class Loss { L1Complex, L1Amplitude, KL };
 
+// Series in register-wide groups: in each of `blocks` blocks of `series` series, `full` whole groups; the last
+// `tail` series of tail_blocks consecutive blocks share a group, which follows those blocks' whole groups (the
+// rows they share cache lines with are still in cache).
+struct SeriesGroups {
+  int64_t blocks, series, lanes, full, tail, tail_blocks, per_span, count;
+
+  SeriesGroups(int64_t blocks_, int64_t series_, int64_t lanes_)
+      : blocks(blocks_), series(series_), lanes(lanes_), full(series_ / lanes_), tail(series_ % lanes_),
+        tail_blocks(tail > 0 ? lanes_ / tail : 1), per_span(tail_blocks * full + (tail > 0 ? 1 : 0)),
+        count(blocks_ * full + (tail > 0 ? (blocks_ + tail_blocks - 1) / tail_blocks : 0)) {}
+
+  struct Group {
+    int64_t block, first;
+    LaneRuns lanes;
+  };
+
+  Group operator[](int64_t g) const {
+    const int64_t span = g / per_span, i = g % per_span, block = span * tail_blocks;
+    const int64_t span_blocks = std::min(tail_blocks, blocks - block);
+    if (i < span_blocks * full) return {block + i / full, (i % full) * lanes, {1, static_cast<int>(lanes)}};
+    return {block, full * lanes, {static_cast<int>(span_blocks), static_cast<int>(tail)}};
+  }
+};
+
 // Sum over units of their loss terms; `parameter` is the norm's scale c (L1) or tau (KL).
 template <typename T>
 double fft_kernel(const T* x, const Strides3& xs, const T* y, const Strides3& ys, typename Acc<T>::type* grad_x,
@@ -166,55 +199,73 @@ double fft_kernel(const T* x, const Strides3& xs, const T* y, const Strides3& ys
   const FftPlan plan = make_plan(shape.len);
   const Simd level = active_simd();
   const UnitKernels<T> kernel = unit_kernels<T>(level);
-  const bool amplitude = loss != Loss::L1Complex;  // one series' two arguments per unit
-  const int64_t lanes = register_lanes<typename Acc<T>::type>(level);
+  const bool two_arguments = loss != Loss::L1Complex;  // one series' two arguments per unit
   // Series along inner, or along outer when inner is 1 (time innermost).
   const bool along_outer = shape.inner == 1 && shape.outer > 1;
-  const int64_t blocks = along_outer ? 1 : shape.outer, series = along_outer ? shape.outer : shape.inner;
   const int64_t x_block = along_outer ? 0 : xs.outer, x_col = along_outer ? xs.outer : xs.inner;
   const int64_t y_block = along_outer ? 0 : ys.outer, y_col = along_outer ? ys.outer : ys.inner;
   const int64_t g_block = along_outer ? 0 : shape.len * shape.inner, g_col = along_outer ? shape.len : 1;
-  const int64_t groups = (series + lanes - 1) / lanes;
-  const int64_t units_per_block = amplitude ? groups : (groups + 1) / 2;  // complex mode: two groups per unit
-  const int64_t units = blocks * units_per_block;
+  const SeriesGroups groups(along_outer ? 1 : shape.outer, along_outer ? shape.outer : shape.inner,
+                            register_lanes<typename Acc<T>::type>(level));
+  // Two groups per task: the two slots of one transform (complex mode), or two transforms whose gradients share
+  // the adjoint (two arguments, no target gradient); else one group per task.
+  const bool paired = !two_arguments || grad_y == nullptr;
+  const int64_t tasks = paired ? (groups.count + 1) / 2 : groups.count;
   const int64_t half = shape.len / 2;
-  const int64_t workspace_bytes = (2 * shape.len + 6 * (half + 1)) * register_bytes(level);
+  const int64_t workspace_bytes = 2 * (2 * shape.len + 6 * (half + 1)) * register_bytes(level);
   const double rows = static_cast<double>(shape.outer) * static_cast<double>(shape.inner);
   const double count = rows * (loss == Loss::KL ? half : half + 1);
-  std::vector<double> unit_sums(units, 0.0);
+  std::vector<double> task_sums(tasks, 0.0);
+  auto fill_slot = [&](FftUnit<T>& unit, int s, int64_t g, bool target) {
+    const typename SeriesGroups::Group group = groups[g];
+    unit.lanes[s] = group.lanes;
+    unit.x[s] = target ? y + group.block * y_block + group.first * y_col
+                       : x + group.block * x_block + group.first * x_col;
+    unit.x_len[s] = target ? ys.len : xs.len;
+    unit.x_col[s] = target ? y_col : x_col;
+    unit.x_run[s] = target ? y_block : x_block;
+    unit.y[s] = two_arguments ? nullptr : y + group.block * y_block + group.first * y_col;
+    auto* grad = target ? grad_y : grad_x;
+    unit.grad[s] = grad != nullptr ? grad + group.block * g_block + group.first * g_col : nullptr;
+  };
+  auto make_unit = [&](int64_t g) {
+    FftUnit<T> unit{};
+    unit.y_len = ys.len;
+    unit.y_col = y_col;
+    unit.y_run = y_block;
+    unit.grad_len = shape.inner;
+    unit.grad_col = g_col;
+    unit.grad_run = g_block;
+    if (two_arguments) {  // slot 1 holds the target's series
+      fill_slot(unit, 0, g, false);
+      fill_slot(unit, 1, g, true);
+    } else {
+      fill_slot(unit, 0, g, false);
+      if (g + 1 < groups.count) fill_slot(unit, 1, g + 1, false);
+    }
+    return unit;
+  };
 #pragma omp parallel num_threads(num_threads)
   {
     std::vector<WorkspaceBlock> workspace((workspace_bytes + sizeof(WorkspaceBlock) - 1) / sizeof(WorkspaceBlock));
-#pragma omp for schedule(static)
-    for (int64_t u = 0; u < units; ++u) {
-      const int64_t b = u / units_per_block, i = u % units_per_block;
-      FftUnit<T> unit{};
-      unit.y_len = ys.len;
-      unit.y_col = y_col;
-      unit.grad_len = shape.inner;
-      unit.grad_col = g_col;
-      for (int s = 0; s < 2; ++s) {
-        const int64_t group = amplitude ? i : 2 * i + s;
-        if (group >= groups) continue;
-        const int64_t first = group * lanes;
-        const bool target = amplitude && s == 1;  // amplitude mode: slot 1 holds the target's series
-        unit.width[s] = static_cast<int>(std::min(lanes, series - first));
-        unit.x[s] = target ? y + b * y_block + first * y_col : x + b * x_block + first * x_col;
-        unit.x_len[s] = target ? ys.len : xs.len;
-        unit.x_col[s] = target ? y_col : x_col;
-        unit.y[s] = amplitude ? nullptr : y + b * y_block + first * y_col;
-        auto* grad = target ? grad_y : grad_x;
-        unit.grad[s] = grad != nullptr ? grad + b * g_block + first * g_col : nullptr;
-      }
+#pragma omp for schedule(dynamic, 2)  // tasks of packed narrow blocks take longer
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t g = paired ? 2 * task : task;
+      const FftUnit<T> unit = make_unit(g);
+      FftUnit<T> partner{};
+      const bool has_partner = two_arguments && paired && g + 1 < groups.count;
+      if (has_partner) partner = make_unit(g + 1);
       if (loss == Loss::KL) {
-        kernel.kl(unit, plan, parameter, 1.0 / (parameter * count), workspace.data(), &unit_sums[u]);
+        kernel.kl(unit, has_partner ? &partner : nullptr, plan, parameter, 1.0 / (parameter * count),
+                  workspace.data(), &task_sums[task]);
       } else {
-        kernel.l1(unit, plan, amplitude, parameter / count, workspace.data(), &unit_sums[u]);
+        kernel.l1(unit, has_partner ? &partner : nullptr, plan, loss == Loss::L1Amplitude, parameter / count,
+                  workspace.data(), &task_sums[task]);
       }
     }
   }
   double total = 0;
-  for (double v : unit_sums) total += v;
+  for (double v : task_sums) total += v;
   return (loss == Loss::KL ? 1.0 : parameter) * total / count;
 }
 

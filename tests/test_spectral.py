@@ -300,6 +300,8 @@ FUSED_CASES = [
     ((7, 3, 30), -1),       # time innermost: series along outer, strided; odd length 3
     ((2, 17, 4), 1),        # a prime above 13: torch.fft with the epilogue
     ((3, 34, 2), 1),        # 2 * 17: torch.fft with the epilogue
+    ((5, 24, 21), 1),       # narrow blocks: the last series of consecutive blocks share a register
+    ((6, 10, 3), 1),        # up to five blocks per register
 ]
 
 
@@ -308,7 +310,16 @@ FUSED_CASES = [
 @pytest.mark.parametrize("op,ref", NORM_VARIANTS + VARIANTS)
 def test_fused_kernel_on_every_instruction_set(simd_level, dtype, shape, dim, op, ref):
     assert cpu_extension().simd() == simd_level
-    _check("cpu", op, ref, randn(shape, dtype, "cpu"), randn(shape, dtype, "cpu"), dim, upstream=-0.6, dtype=dtype)
+    x, y = randn(shape, dtype, "cpu"), randn(shape, dtype, "cpu")
+    _check("cpu", op, ref, x, y, dim, upstream=-0.6, dtype=dtype)
+    # A target without a gradient: two series' input gradients then share one adjoint transform.
+    x = x.detach().requires_grad_()
+    with ddkernels.use_backend("cpu"):
+        loss = op(x, y, dim=dim)
+    (gx,) = torch.autograd.grad(loss * -0.6, x)
+    expected, rx, _ = _reference_grads(ref, x, y, dim, -0.6)
+    loss_tol, grad_tol = TOLERANCE[dtype]
+    assert rel_error(loss, expected) < loss_tol and rel_error(gx, rx) < grad_tol
 
 
 def test_fused_kernel_serves_the_forecasting_lengths():
