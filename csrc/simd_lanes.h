@@ -2,7 +2,8 @@
 // simd.h): namespaces ddk::baseline, ddk::avx2 and ddk::avx512, each compiled for its set, with
 //   kRegisterBytes, FloatLanes, load_floats / store_floats (`width` floats of a row as lanes first .. first + width
 //   - 1; the other lanes zero / untouched) and, from simd_lanes.inc, Lanes<A>, load_lanes / store_lanes (any element type and column stride),
-//   lane_total and for_each_index (a loop over compile-time indices).
+//   load_runs / store_runs / prefetch_runs (a group in LaneRuns), lane_total and for_each_index (a loop over
+//   compile-time indices).
 // A kernel body compiled for each set goes through simd_each.inc (see multiscale_mse.cpp).
 #pragma once
 #include <algorithm>
@@ -20,6 +21,13 @@
 #endif
 
 namespace ddk {
+
+// Where a group's series lie: `runs` runs of `run_width` series each, in lanes r * run_width .. (runs > 1: the last
+// series of consecutive blocks, packed so that narrow blocks fill a register; see load_runs).
+struct LaneRuns {
+  int runs, run_width;
+  int width() const { return runs * run_width; }
+};
 
 namespace baseline {
 constexpr int kRegisterBytes = 16;  // one vector register; the series in it are processed together

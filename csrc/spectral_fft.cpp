@@ -120,13 +120,6 @@ FftPlan make_plan(int64_t length) {
   return plan;
 }
 
-// Where a slot's series lie: `runs` runs of `run_width` series each (runs > 1: the last series of consecutive
-// blocks, packed so that narrow blocks fill a register).
-struct LaneRuns {
-  int runs, run_width;
-  int width() const { return runs * run_width; }
-};
-
 // One complex transform's two slots of up to one register of series each: element t of slot s's series j of run r
 // at x[s][t * x_len[s] + j * x_col[s] + r * x_run[s]] (minus y[s][t * y_len + j * y_col + r * y_run] when y[s] is
 // set); gradients written to grad[s][t * grad_len + j * grad_col + r * grad_run].
