@@ -174,13 +174,15 @@ def test_identical_inputs(backend, op, ref):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("op,ref", VARIANTS)
 def test_large_logits(backend, op, ref):
-    """Magnitudes / tau near 600 (exp overflows float32 past 88) on a spread softmax: large impulses have flat
-    spectra, the noise on top spreads the bins."""
+    """Magnitudes / tau near 200 (exp overflows float32 past 88) on a spread softmax: large impulses have flat
+    spectra, the noise on top spreads the bins. Not larger: at 600 the float32 rounding of the magnitudes alone
+    moves the KL by up to 1.6e-5 relative (PyTorch's own float32 FFT reached 1.04e-5 in 1000 random draws), past
+    the 1e-5 limit; at 200 the kernels' worst was 4.7e-6 (200 draws, Triton) and 2.4e-6 (1000 draws, C++)."""
     device = device_of(backend)
     x = randn((3, 30, 4), torch.float32, device)
     y = randn((3, 30, 4), torch.float32, device)
-    x[:, 3] += 300.0
-    y[:, 5] += 300.0
+    x[:, 3] += 100.0
+    y[:, 5] += 100.0
     _check(backend, op, ref, x, y, 1)
 
 
