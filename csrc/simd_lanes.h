@@ -29,6 +29,12 @@ struct LaneRuns {
   int width() const { return runs * run_width; }
 };
 
+// The address of lane 0 when lanes first .. of a masked load or store come from row: the masked lanes are not
+// accessed, so it may lie before row.
+inline float* lane_zero(const float* row, int first) {
+  return reinterpret_cast<float*>(reinterpret_cast<uintptr_t>(row) - first * sizeof(float));
+}
+
 namespace baseline {
 constexpr int kRegisterBytes = 16;  // one vector register; the series in it are processed together
 typedef float FloatLanes __attribute__((vector_size(kRegisterBytes)));
@@ -64,11 +70,6 @@ inline __m256i lane_range(int width, int first) {
                              _mm256_cmpgt_epi32(_mm256_set1_epi32(first + width), lane));
 }
 
-// The masked lanes are not accessed, so the address of lane 0 may lie before row.
-inline float* lane_zero(const float* row, int first) {
-  return reinterpret_cast<float*>(reinterpret_cast<uintptr_t>(row) - first * sizeof(float));
-}
-
 inline FloatLanes load_floats(const float* row, int width, int first) {
   if (width == kFloats) return reinterpret_cast<FloatLanes>(_mm256_loadu_ps(row));
   return reinterpret_cast<FloatLanes>(_mm256_maskload_ps(lane_zero(row, first), lane_range(width, first)));
@@ -91,11 +92,6 @@ typedef float FloatLanes __attribute__((vector_size(kRegisterBytes)));
 
 // Lanes first .. first + width - 1.
 inline __mmask16 lane_range(int width, int first) { return static_cast<__mmask16>(((1u << width) - 1) << first); }
-
-// The masked lanes are not accessed, so the address of lane 0 may lie before row.
-inline float* lane_zero(const float* row, int first) {
-  return reinterpret_cast<float*>(reinterpret_cast<uintptr_t>(row) - first * sizeof(float));
-}
 
 inline FloatLanes load_floats(const float* row, int width, int first) {
   if (width == kFloats) return reinterpret_cast<FloatLanes>(_mm512_loadu_ps(row));
