@@ -96,26 +96,20 @@ void multiscale_mse_kernel(const T* x, const T* y, T* grad, const Shape3& shape,
   const SlabKernel<T> kernel = slab_kernel<T>(level);
   const int64_t lanes = register_lanes<typename Acc<T>::type>(level);
   const SeriesLayout layout = series_layout(shape, xs, ys);
-  // Blocks narrower than half a register: `packed` consecutive blocks share one (a task of its own). Not done for
+  // Blocks narrower than half a register: `packed` consecutive blocks share one, a task per register. Not done for
   // the last series of wider blocks: a separate task for them reads the rows' cache lines a second time, which
   // cost more than the lanes saved (this kernel runs near the memory bandwidth).
-  const int64_t tail = layout.series % lanes;
-  const int64_t packed = layout.series < lanes && layout.blocks > 1 ? lanes / tail : 1;
-  const int64_t body = packed > 1 ? layout.series - tail : layout.series;
-  // Split the rest of each block's series into ranges of whole groups: at most kMaxGroupsPerTask groups, and
-  // enough tasks (four per thread) for the threads to share when there are few blocks.
-  const int64_t groups = (body + lanes - 1) / lanes;
-  int64_t ranges = 0, range_groups = 1;
-  if (groups > 0) {
-    const int64_t wanted = (4 * static_cast<int64_t>(num_threads) + layout.blocks - 1) / layout.blocks;
-    const int64_t wanted_ranges =
-        std::min(groups, std::max(wanted, (groups + kMaxGroupsPerTask - 1) / kMaxGroupsPerTask));
-    range_groups = (groups + wanted_ranges - 1) / wanted_ranges;
-    ranges = (groups + range_groups - 1) / range_groups;  // none of them empty
-  }
+  const int64_t packed = layout.series <= lanes / 2 && layout.blocks > 1 ? lanes / layout.series : 1;
+  // Otherwise each block's series split into ranges of whole groups: at most kMaxGroupsPerTask groups, and enough
+  // tasks (four per thread) for the threads to share when there are few blocks.
+  const int64_t groups = (layout.series + lanes - 1) / lanes;
+  const int64_t wanted = (4 * static_cast<int64_t>(num_threads) + layout.blocks - 1) / layout.blocks;
+  const int64_t wanted_ranges =
+      std::min(groups, std::max(wanted, (groups + kMaxGroupsPerTask - 1) / kMaxGroupsPerTask));
+  const int64_t range_groups = packed > 1 ? 1 : (groups + wanted_ranges - 1) / wanted_ranges;
+  const int64_t ranges = (groups + range_groups - 1) / range_groups;  // none of them empty
   const int64_t range_series = range_groups * lanes;
-  const int64_t per_span = packed * ranges + (packed > 1 ? 1 : 0);  // tasks of `packed` consecutive blocks
-  const int64_t tasks = (layout.blocks + packed - 1) / packed * per_span;
+  const int64_t tasks = packed > 1 ? (layout.blocks + packed - 1) / packed : layout.blocks * ranges;
   const int n = plan.count;
   const int64_t workspace_bytes = slab_workspace(plan, range_groups) * register_bytes(level);
   std::vector<double> task_sums(static_cast<size_t>(tasks) * n, 0.0);
@@ -125,14 +119,12 @@ void multiscale_mse_kernel(const T* x, const T* y, T* grad, const Shape3& shape,
     std::vector<WorkspaceBlock> workspace((workspace_bytes + sizeof(WorkspaceBlock) - 1) / sizeof(WorkspaceBlock));
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t span = task / per_span, i = task % per_span;
-      int64_t block = span * packed, first = body, columns = tail;
+      int64_t block = task * packed, first = 0, columns = layout.series;
       int runs = static_cast<int>(std::min(packed, layout.blocks - block));
-      if (i < packed * ranges) {
-        block += i / ranges;
-        if (block >= layout.blocks) continue;
-        first = (i % ranges) * range_series;
-        columns = std::min(range_series, body - first);
+      if (packed == 1) {
+        block = task / ranges;
+        first = (task % ranges) * range_series;
+        columns = std::min(range_series, layout.series - first);
         runs = 1;
       }
       const Slab<T> slab{x + block * layout.x_block + first * layout.x_col,
