@@ -23,19 +23,20 @@ namespace ddk {
 namespace {
 
 constexpr int kMaxScales = 8;
-constexpr int kMaxGroupsPerTask = 64;         // bounds a task's per-group state (block and square sums)
+constexpr int kTileGroups = 4;     // groups (registers of series) in a slab: its state stays in registers
+constexpr int64_t kChunkRows = 32;    // rows whose differences are buffered at a time (see multiscale_mse_rows.inc)
+constexpr int64_t kPrefetchRows = 32; // the loads and the gradient's stores ask for the row this far ahead
 
 struct ScalePlan {
   int count;
   int64_t size[kMaxScales];
-  double coef[kMaxScales];             // 2 w_s / (count_s * s)
-  int64_t ring_offset[kMaxScales + 1]; // each scale's ring of recent pooled blocks, in block rows of the workspace
+  double coef[kMaxScales];  // 2 w_s / (count_s * s)
+  int64_t ring_rows;        // gradient rows kept: a power of two, at least kChunkRows + the largest scale - 1
 };
 
-// Vectors of workspace a slab of `groups` groups needs (see multiscale_mse_rows.inc): block and square sums of
-// every scale, the rings and a zero group row.
+// Vectors of workspace a slab of `groups` groups needs (see multiscale_mse_rows.inc): the chunk buffer and the ring.
 inline int64_t slab_workspace(const ScalePlan& plan, int64_t groups) {
-  return (2 * plan.count + plan.ring_offset[plan.count] + 1) * groups;
+  return (kChunkRows + plan.ring_rows) * groups;
 }
 
 // `columns` series over `len` rows: element t of series j at x[t * x_len + j * x_col] (likewise y and grad; grad
@@ -100,18 +101,15 @@ void multiscale_mse_kernel(const T* x, const T* y, T* grad, const Shape3& shape,
   // the last series of wider blocks: a separate task for them reads the rows' cache lines a second time, which
   // cost more than the lanes saved (this kernel runs near the memory bandwidth).
   const int64_t packed = layout.series <= lanes / 2 && layout.blocks > 1 ? lanes / layout.series : 1;
-  // Otherwise each block's series split into ranges of whole groups: at most kMaxGroupsPerTask groups, and enough
-  // tasks (four per thread) for the threads to share when there are few blocks.
+  // Otherwise each block's groups split evenly into tiles of at most kTileGroups groups, more of them when there are
+  // few blocks (four tasks per thread).
   const int64_t groups = (layout.series + lanes - 1) / lanes;
   const int64_t wanted = (4 * static_cast<int64_t>(num_threads) + layout.blocks - 1) / layout.blocks;
-  const int64_t wanted_ranges =
-      std::min(groups, std::max(wanted, (groups + kMaxGroupsPerTask - 1) / kMaxGroupsPerTask));
-  const int64_t range_groups = packed > 1 ? 1 : (groups + wanted_ranges - 1) / wanted_ranges;
-  const int64_t ranges = (groups + range_groups - 1) / range_groups;  // none of them empty
-  const int64_t range_series = range_groups * lanes;
-  const int64_t tasks = packed > 1 ? (layout.blocks + packed - 1) / packed : layout.blocks * ranges;
+  const int64_t tiles = std::min(groups, std::max(wanted, (groups + kTileGroups - 1) / kTileGroups));
+  const int64_t tasks = packed > 1 ? (layout.blocks + packed - 1) / packed : layout.blocks * tiles;
   const int n = plan.count;
-  const int64_t workspace_bytes = slab_workspace(plan, range_groups) * register_bytes(level);
+  const int64_t tile_groups = packed > 1 ? 1 : (groups + tiles - 1) / tiles;
+  const int64_t workspace_bytes = slab_workspace(plan, tile_groups) * register_bytes(level);
   std::vector<double> task_sums(static_cast<size_t>(tasks) * n, 0.0);
 
 #pragma omp parallel num_threads(num_threads)
@@ -122,9 +120,10 @@ void multiscale_mse_kernel(const T* x, const T* y, T* grad, const Shape3& shape,
       int64_t block = task * packed, first = 0, columns = layout.series;
       int runs = static_cast<int>(std::min(packed, layout.blocks - block));
       if (packed == 1) {
-        block = task / ranges;
-        first = (task % ranges) * range_series;
-        columns = std::min(range_series, layout.series - first);
+        block = task / tiles;
+        const int64_t tile = task % tiles;
+        first = tile * groups / tiles * lanes;
+        columns = std::min((tile + 1) * groups / tiles * lanes, layout.series) - first;
         runs = 1;
       }
       const Slab<T> slab{x + block * layout.x_block + first * layout.x_col,
@@ -147,7 +146,7 @@ MultiscaleResult multiscale_mse(const void* x, const void* y, void* grad, int dt
   const size_t n = scales.size();
   if (n == 0 || n > kMaxScales || weights.size() != n)
     throw std::invalid_argument("multiscale_mse: 1 to 8 scales with one weight each");
-  ScalePlan plan{static_cast<int>(n), {}, {}, {}};
+  ScalePlan plan{static_cast<int>(n), {}, {}, 1};
   std::vector<double> count(n), block_sums(n, 0.0);
   const int64_t largest = *std::max_element(scales.begin(), scales.end());
   for (size_t k = 0; k < n; ++k) {
@@ -157,9 +156,9 @@ MultiscaleResult multiscale_mse(const void* x, const void* y, void* grad, int dt
                static_cast<double>(shape.len / scales[k]);
     plan.size[k] = scales[k];
     plan.coef[k] = 2.0 * weights[k] / (count[k] * static_cast<double>(scales[k]));
-    // Rows are emitted at most `largest` rows late, so that many rows of blocks (plus two) must stay readable.
-    plan.ring_offset[k + 1] = plan.ring_offset[k] + std::min(shape.len / scales[k], largest / scales[k] + 2);
   }
+  // A row stays in the ring until the blocks holding it are complete, at most largest - 1 rows after the chunk.
+  while (plan.ring_rows < kChunkRows + largest - 1) plan.ring_rows *= 2;
   dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
     multiscale_mse_kernel<T>(static_cast<const T*>(x), static_cast<const T*>(y), static_cast<T*>(grad), shape, xs, ys,

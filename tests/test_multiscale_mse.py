@@ -215,12 +215,13 @@ def test_double_backward_is_a_clear_error(backend):
 # The C++ kernel is compiled for several instruction sets and picks the best at run time; each one this CPU has
 # is checked here (set_simd lowers the choice), on shapes that reach every path of the slab kernel.
 SIMD_CASES = [
-    ((3, 45, 37), 1, (1, 2, 4, 8)),     # several groups of series and a partial one
-    ((2, 200, 5), 1, (1, 3, 8)),        # a partial group only; the rings of recent blocks wrap many times
+    ((3, 45, 37), 1, (1, 2, 4, 8)),     # several groups of series and a partial one; a partial chunk of rows
+    ((2, 200, 5), 1, (1, 3, 8)),        # a partial group only; blocks straddle chunks, the gradient ring wraps
+    ((3, 150, 9), 1, (1, 45, 64)),      # scales longer than a chunk: rows wait several chunks for their blocks
     ((40, 3, 30), -1, (7, 2, 30)),      # time innermost: series along outer, strided; a scale equal to T
-    ((2, 23, 1100), 1, (2, 1)),         # more series than one task takes: split into ranges
+    ((2, 23, 1100), 1, (2, 1)),         # many groups per block: tiles of up to four groups
     ((13, 5), 0, (2, 5)),               # one series per slab
-    ((22, 7, 64), 2, (1, 2, 4, 8)),     # 154 series split into ranges that do not divide them evenly
+    ((22, 7, 64), 2, (1, 2, 4, 8)),     # 154 series split into tiles that do not divide them evenly
     ((7, 30, 7), 1, (1, 2, 4, 8)),      # narrow blocks: consecutive blocks share a register
     ((9, 16, 3), 1, (2, 5)),            # up to five blocks per register, a last span of fewer blocks
 ]
