@@ -2,8 +2,9 @@
 //   loss = sum_s w_s * mean_b(p_sb^2),  p_sb = (1/s) * sum_{t in block b} (x_t - y_t)   (blocks of s steps, remainder dropped)
 //   dloss/dx_t = sum_s [t < (T/s)*s] * 2 w_s / (count_s * s) * p_{s, t/s},  dloss/dy = -dloss/dx
 // The tensors are seen as [outer, T, inner] with arbitrary strides; the gradient is written contiguous. Every
-// (outer, inner) pair is one series; a task streams the rows of a slab of series in time order, vectorised across
-// series one register at a time (multiscale_mse_rows.inc, compiled once per instruction set).
+// (outer, inner) pair is one series; a task takes a slab of up to four registers of series and streams its rows in
+// time order, in chunks: per-scale block passes over the chunk's buffered differences, the gradient gathered in a
+// ring of rows (multiscale_mse_rows.inc, compiled once per instruction set).
 #include "multiscale_mse.h"
 
 #include <algorithm>
@@ -32,6 +33,7 @@ struct ScalePlan {
   int64_t size[kMaxScales];
   double coef[kMaxScales];  // 2 w_s / (count_s * s)
   int64_t ring_rows;        // gradient rows kept: a power of two, at least kChunkRows + the largest scale - 1
+  int unit_scale;           // the index of a scale of 1, or -1
 };
 
 // Vectors of workspace a slab of `groups` groups needs (see multiscale_mse_rows.inc): the chunk buffer and the ring.
@@ -115,7 +117,7 @@ void multiscale_mse_kernel(const T* x, const T* y, T* grad, const Shape3& shape,
 #pragma omp parallel num_threads(num_threads)
   {
     std::vector<WorkspaceBlock> workspace((workspace_bytes + sizeof(WorkspaceBlock) - 1) / sizeof(WorkspaceBlock));
-#pragma omp for schedule(static)
+#pragma omp for schedule(guided)
     for (int64_t task = 0; task < tasks; ++task) {
       int64_t block = task * packed, first = 0, columns = layout.series;
       int runs = static_cast<int>(std::min(packed, layout.blocks - block));
@@ -146,7 +148,7 @@ MultiscaleResult multiscale_mse(const void* x, const void* y, void* grad, int dt
   const size_t n = scales.size();
   if (n == 0 || n > kMaxScales || weights.size() != n)
     throw std::invalid_argument("multiscale_mse: 1 to 8 scales with one weight each");
-  ScalePlan plan{static_cast<int>(n), {}, {}, 1};
+  ScalePlan plan{static_cast<int>(n), {}, {}, 1, -1};
   std::vector<double> count(n), block_sums(n, 0.0);
   const int64_t largest = *std::max_element(scales.begin(), scales.end());
   for (size_t k = 0; k < n; ++k) {
@@ -156,6 +158,7 @@ MultiscaleResult multiscale_mse(const void* x, const void* y, void* grad, int dt
                static_cast<double>(shape.len / scales[k]);
     plan.size[k] = scales[k];
     plan.coef[k] = 2.0 * weights[k] / (count[k] * static_cast<double>(scales[k]));
+    if (scales[k] == 1 && plan.unit_scale < 0) plan.unit_scale = static_cast<int>(k);
   }
   // A row stays in the ring until the blocks holding it are complete, at most largest - 1 rows after the chunk.
   while (plan.ring_rows < kChunkRows + largest - 1) plan.ring_rows *= 2;
