@@ -224,7 +224,7 @@ SIMD_CASES = [
     ((22, 7, 64), 2, (1, 2, 4, 8)),     # 154 series split into tiles that do not divide them evenly
     ((7, 30, 7), 1, (1, 2, 4, 8)),      # narrow blocks: consecutive blocks share a register
     ((9, 16, 3), 1, (2, 5)),            # up to five blocks per register, a last span of fewer blocks
-    ((4, 70, 19), 1, (1,)),             # scale 1 alone: taken while reading the rows, nothing buffered
+    ((4, 70, 19), 1, (1,)),             # scale 1 alone: taken while reading the rows, no block passes
 ]
 SIMD_TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-12, 1e-12), torch.float16: (1e-5, 2e-3),
                   torch.bfloat16: (1e-5, 1e-2)}
