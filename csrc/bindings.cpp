@@ -86,15 +86,15 @@ double spectral_kl_fft(uintptr_t s, std::vector<int64_t> s_strides, uintptr_t t,
                               as_pointer(grad_s), as_pointer(grad_t), dtype, {n[0], n[1], n[2]}, tau, num_threads);
 }
 
-ddk::PairwiseState pairwise_state(uintptr_t rho, uintptr_t alpha, uintptr_t g, uintptr_t softmax_stats, uintptr_t norms) {
-  return {as_pointer(rho), as_pointer(alpha), static_cast<double*>(as_pointer(g)),
-          static_cast<double*>(as_pointer(softmax_stats)), static_cast<double*>(as_pointer(norms))};
+ddk::PairwiseState pairwise_state(uintptr_t centred, uintptr_t g, uintptr_t softmax_stats, uintptr_t norms) {
+  return {as_pointer(centred), static_cast<double*>(as_pointer(g)), static_cast<double*>(as_pointer(softmax_stats)),
+          static_cast<double*>(as_pointer(norms))};
 }
 
-void pairwise_prepare(uintptr_t x, int dtype, int64_t samples, int64_t length, double tau, uintptr_t rho,
-                      uintptr_t alpha, uintptr_t g, uintptr_t softmax_stats, uintptr_t norms, int num_threads) {
+void pairwise_prepare(uintptr_t x, int dtype, int64_t samples, int64_t length, double tau, uintptr_t centred,
+                      uintptr_t g, uintptr_t softmax_stats, uintptr_t norms, int num_threads) {
   py::gil_scoped_release release;
-  ddk::pairwise_prepare(as_pointer(x), dtype, samples, length, tau, pairwise_state(rho, alpha, g, softmax_stats, norms),
+  ddk::pairwise_prepare(as_pointer(x), dtype, samples, length, tau, pairwise_state(centred, g, softmax_stats, norms),
                         num_threads);
 }
 
@@ -104,20 +104,20 @@ py::tuple pairwise_epilogue(uintptr_t products, int dtype, int64_t samples, uint
   ddk::PairwiseSums sums;
   {
     py::gil_scoped_release release;
-    sums = ddk::pairwise_epilogue(as_pointer(products), dtype, samples, pairwise_state(0, 0, g, 0, norms),
+    sums = ddk::pairwise_epilogue(as_pointer(products), dtype, samples, pairwise_state(0, g, 0, norms),
                                   as_pointer(d), as_pointer(weights), static_cast<double*>(as_pointer(row_sums)),
                                   scale, cancellation_limit, num_threads);
   }
   return py::make_tuple(sums.total, sums.ill_pairs);
 }
 
-void pairwise_gradient(uintptr_t x, int dtype, int64_t samples, int64_t length, double tau, uintptr_t rho,
-                       uintptr_t alpha, uintptr_t softmax_stats, uintptr_t v_rho, uintptr_t v_alpha, uintptr_t row_sums,
-                       uintptr_t grad, int grad_dtype, int num_threads) {
+void pairwise_gradient(uintptr_t x, int dtype, int64_t samples, int64_t length, double tau, uintptr_t centred,
+                       uintptr_t softmax_stats, uintptr_t v_centred, uintptr_t row_sums, uintptr_t grad, int grad_dtype,
+                       int num_threads) {
   py::gil_scoped_release release;
-  ddk::pairwise_gradient(as_pointer(x), dtype, samples, length, tau, pairwise_state(rho, alpha, 0, softmax_stats, 0),
-                         as_pointer(v_rho), as_pointer(v_alpha), static_cast<double*>(as_pointer(row_sums)),
-                         as_pointer(grad), grad_dtype, num_threads);
+  ddk::pairwise_gradient(as_pointer(x), dtype, samples, length, tau, pairwise_state(centred, 0, softmax_stats, 0),
+                         as_pointer(v_centred), static_cast<double*>(as_pointer(row_sums)), as_pointer(grad),
+                         grad_dtype, num_threads);
 }
 
 ddk::Simd simd_by_name(const std::string& name) {
@@ -168,16 +168,18 @@ PYBIND11_MODULE(_C, m) {
         "Fused spectral KL(teacher || student) on [outer, len, inner] views; writes dloss/dstudent and "
         "dloss/dteacher (0: skip) contiguous in the accumulation type. Returns the loss.");
   m.def("pairwise_prepare", &pairwise_prepare, py::arg("x"), py::arg("dtype"), py::arg("samples"), py::arg("length"),
-        py::arg("tau"), py::arg("rho"), py::arg("alpha"), py::arg("g"), py::arg("softmax_stats"), py::arg("norms"),
+        py::arg("tau"), py::arg("centred"), py::arg("g"), py::arg("softmax_stats"), py::arg("norms"),
         py::arg("num_threads"),
-        "Row statistics of the pairwise symmetric KL: centred softmax rho, centred log-softmax alpha, g, softmax_stats, norms.");
+        "Row statistics of the pairwise symmetric KL: centred ([S, 2, L]: centred softmax rho_i, then centred "
+        "log-softmax alpha_i), g, softmax_stats, norms.");
   m.def("pairwise_epilogue", &pairwise_epilogue, py::arg("products"), py::arg("dtype"), py::arg("samples"),
         py::arg("g"), py::arg("norms"), py::arg("d"), py::arg("weights"), py::arg("row_sums"), py::arg("scale"),
         py::arg("cancellation_limit"), py::arg("num_threads"),
         "D from N = rho alpha^T; writes D and/or weights scale * exp(-D) with row sums (0: skip). "
         "Returns (sum over i != j of exp(-D_ij), number of pairs that cancel beyond the limit).");
   m.def("pairwise_gradient", &pairwise_gradient, py::arg("x"), py::arg("dtype"), py::arg("samples"),
-        py::arg("length"), py::arg("tau"), py::arg("rho"), py::arg("alpha"), py::arg("softmax_stats"), py::arg("v_rho"),
-        py::arg("v_alpha"), py::arg("row_sums"), py::arg("grad"), py::arg("grad_dtype"), py::arg("num_threads"),
-        "dloss/dx from V rho, V alpha and the row sums of the symmetric weights V.");
+        py::arg("length"), py::arg("tau"), py::arg("centred"), py::arg("softmax_stats"), py::arg("v_centred"),
+        py::arg("row_sums"), py::arg("grad"), py::arg("grad_dtype"), py::arg("num_threads"),
+        "dloss/dx from V centred ([S, 2, L]: V rho, then V alpha per row) and the row sums of the symmetric "
+        "weights V.");
 }

@@ -41,8 +41,8 @@ struct TileSums {
 template <typename T>
 struct RowKernels {
   std::pair<double, double> (*softmax)(const T*, int64_t, double, T*);
-  void (*column_terms)(const T*, const T*, int64_t, int64_t, int64_t, int64_t, double, const double*, const double*,
-                       T*, T*);
+  void (*column_terms)(const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, double, const double*,
+                       const double*, T*, T*);
   CentredRow (*centre)(const T*, int64_t, double, double, double, const T*, const T*, T*, T*);
   TileSums (*epilogue)(int64_t, int64_t, int, const double*, const double*, const double*, const double*, double,
                        double, T*, T*);
@@ -72,7 +72,7 @@ constexpr int64_t kColumnBlock = 512;  // columns per task of the column means
 
 // The softmax rows' statistics (row max m_i, log-sum s_i), then their column means, then the centred rows.
 template <typename T>
-void prepare_kernel(const T* x, int64_t samples, int64_t length, double tau, T* rho, T* alpha, double* g,
+void prepare_kernel(const T* x, int64_t samples, int64_t length, double tau, T* centred, double* g,
                     double* softmax_stats, double* norms, int num_threads) {
   const RowKernels<T> kernels = active_kernels<T>();
   const double inv_tau = 1.0 / tau;
@@ -80,13 +80,14 @@ void prepare_kernel(const T* x, int64_t samples, int64_t length, double tau, T* 
   double* log_sum = softmax_stats + samples;
 #pragma omp parallel for num_threads(num_threads) schedule(static)
   for (int64_t i = 0; i < samples; ++i)
-    std::tie(row_max[i], log_sum[i]) = kernels.softmax(x + i * length, length, inv_tau, rho + i * length);
+    std::tie(row_max[i], log_sum[i]) = kernels.softmax(x + i * length, length, inv_tau, centred + 2 * i * length);
   std::vector<T> mean_p(length, T(0)), mean_l(length, T(0));
   const int64_t column_blocks = (length + kColumnBlock - 1) / kColumnBlock;
 #pragma omp parallel for num_threads(num_threads) schedule(static)
   for (int64_t b = 0; b < column_blocks; ++b)
-    kernels.column_terms(x, rho, samples, length, b * kColumnBlock, std::min(length, (b + 1) * kColumnBlock), inv_tau,
-                         row_max, log_sum, mean_p.data(), mean_l.data());
+    kernels.column_terms(x, centred, 2 * length, samples, length, b * kColumnBlock,
+                         std::min(length, (b + 1) * kColumnBlock), inv_tau, row_max, log_sum, mean_p.data(),
+                         mean_l.data());
   const T inv_samples = static_cast<T>(1.0 / static_cast<double>(samples));
   for (int64_t k = 0; k < length; ++k) {
     mean_p[k] *= inv_samples;
@@ -94,8 +95,9 @@ void prepare_kernel(const T* x, int64_t samples, int64_t length, double tau, T* 
   }
 #pragma omp parallel for num_threads(num_threads) schedule(static)
   for (int64_t i = 0; i < samples; ++i) {
+    T* const rho = centred + 2 * i * length;
     const CentredRow row = kernels.centre(x + i * length, length, inv_tau, row_max[i], log_sum[i], mean_p.data(),
-                                          mean_l.data(), rho + i * length, alpha + i * length);
+                                          mean_l.data(), rho, rho + length);
     g[i] = row.g;
     norms[i] = row.norm_rho;
     norms[samples + i] = row.norm_alpha;
@@ -141,8 +143,8 @@ PairwiseSums epilogue_kernel(const T* products, int64_t samples, const double* g
 }
 
 template <typename T, typename G>
-void gradient_kernel(const T* x, int64_t samples, int64_t length, double tau, const T* rho, const T* alpha,
-                     const double* softmax_stats, const T* v_rho, const T* v_alpha, const double* row_sums, G* grad,
+void gradient_kernel(const T* x, int64_t samples, int64_t length, double tau, const T* centred,
+                     const double* softmax_stats, const T* v_centred, const double* row_sums, G* grad,
                      int num_threads) {
   const RowKernels<T> kernels = active_kernels<T>();
   const double inv_tau = 1.0 / tau;
@@ -152,11 +154,12 @@ void gradient_kernel(const T* x, int64_t samples, int64_t length, double tau, co
     std::vector<T> row(std::is_same_v<G, T> ? 0 : length);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < samples; ++i) {
-      const int64_t base = i * length;
+      const int64_t base = i * length, pair = 2 * i * length;
       T* out = nullptr;
       if constexpr (std::is_same_v<G, T>) out = grad + base; else out = row.data();
-      kernels.gradient(x + base, length, inv_tau, softmax_stats[i], softmax_stats[samples + i], rho + base,
-                       alpha + base, v_rho + base, v_alpha + base, row_sums[i], out, p.data(), u.data());
+      kernels.gradient(x + base, length, inv_tau, softmax_stats[i], softmax_stats[samples + i], centred + pair,
+                       centred + pair + length, v_centred + pair, v_centred + pair + length, row_sums[i], out,
+                       p.data(), u.data());
       if constexpr (!std::is_same_v<G, T>)
         for (int64_t k = 0; k < length; ++k)
           grad[base + k] = from_float<G>(static_cast<typename Acc<G>::type>(row[k]));
@@ -177,8 +180,8 @@ void pairwise_prepare(const void* x, int dtype, int64_t samples, int64_t length,
                       const PairwiseState& state, int num_threads) {
   dispatch_work(dtype, [&](auto tag) {
     using T = decltype(tag);
-    prepare_kernel<T>(static_cast<const T*>(x), samples, length, tau, static_cast<T*>(state.rho),
-                      static_cast<T*>(state.alpha), state.g, state.softmax_stats, state.norms, num_threads);
+    prepare_kernel<T>(static_cast<const T*>(x), samples, length, tau, static_cast<T*>(state.centred), state.g,
+                      state.softmax_stats, state.norms, num_threads);
   });
 }
 
@@ -195,15 +198,15 @@ PairwiseSums pairwise_epilogue(const void* products, int dtype, int64_t samples,
 }
 
 void pairwise_gradient(const void* x, int dtype, int64_t samples, int64_t length, double tau,
-                       const PairwiseState& state, const void* v_rho, const void* v_alpha, const double* row_sums,
-                       void* grad, int grad_dtype, int num_threads) {
+                       const PairwiseState& state, const void* v_centred, const double* row_sums, void* grad,
+                       int grad_dtype, int num_threads) {
   dispatch_work(dtype, [&](auto tag) {
     using T = decltype(tag);
     dispatch_dtype(grad_dtype, [&](auto grad_tag) {
       using G = decltype(grad_tag);
-      gradient_kernel<T, G>(static_cast<const T*>(x), samples, length, tau, static_cast<const T*>(state.rho),
-                            static_cast<const T*>(state.alpha), state.softmax_stats, static_cast<const T*>(v_rho),
-                            static_cast<const T*>(v_alpha), row_sums, static_cast<G*>(grad), num_threads);
+      gradient_kernel<T, G>(static_cast<const T*>(x), samples, length, tau, static_cast<const T*>(state.centred),
+                            state.softmax_stats, static_cast<const T*>(v_centred), row_sums, static_cast<G*>(grad),
+                            num_threads);
     });
   });
 }

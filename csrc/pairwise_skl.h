@@ -4,10 +4,9 @@
 namespace ddk {
 
 // Samples are rows of a contiguous [S, L] array of float (dtype 0) or double (dtype 1); the work arrays
-// (rho, alpha, products, weights) have the same element type. Row statistics are kept in double.
+// (centred, products, weights) have the same element type. Row statistics are kept in double.
 struct PairwiseState {
-  void* rho;      // [S, L] p_i - pi, pi = column mean of p
-  void* alpha;    // [S, L] log p_i - c, c = column mean of log p
+  void* centred;  // [S, 2, L]: row i is rho_i = p_i - pi, then alpha_i = log p_i - c (pi, c: column means of p, log p)
   double* g;      // [S] sum_k rho_ik alpha_ik
   double* softmax_stats;  // [2, S] m_i = max_k x_ik, s_i = log sum_k exp((x_ik - m_i) / tau): log p_ik = (x_ik - m_i) / tau - s_i
   double* norms;  // [2, S] |rho_i| and |alpha_i| (as rounded to the work type)
@@ -30,9 +29,10 @@ PairwiseSums pairwise_epilogue(const void* products, int dtype, int64_t samples,
                                int num_threads);
 
 // dloss/dx_i = (r_i rho_i - (V rho)_i + p_i (u_i - <p_i, u_i>)) / tau,  u_i = r_i alpha_i - (V alpha)_i,
-// for a symmetric weight matrix V with row sums r; written to grad (contiguous [S, L], grad_dtype).
+// for a symmetric weight matrix V with row sums r; v_centred = V centred ([S, 2, L]: (V rho)_i, then (V alpha)_i,
+// one product); written to grad (contiguous [S, L], grad_dtype).
 void pairwise_gradient(const void* x, int dtype, int64_t samples, int64_t length, double tau,
-                       const PairwiseState& state, const void* v_rho, const void* v_alpha, const double* row_sums,
-                       void* grad, int grad_dtype, int num_threads);
+                       const PairwiseState& state, const void* v_centred, const double* row_sums, void* grad,
+                       int grad_dtype, int num_threads);
 
 }  // namespace ddk

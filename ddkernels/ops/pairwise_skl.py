@@ -64,19 +64,19 @@ CANCELLATION_LIMIT = 1e-2
 
 def _prepare(x, tau, backend, work):
     """(x2, rho, alpha, g, softmax statistics, norms): the samples as contiguous [S, L] of dtype ``work``, their row
-    statistics (softmax statistics: the row log-sum-exp lse [S] on triton; the row max and log-sum [2, S] on cpu)."""
+    statistics (softmax statistics: the row log-sum-exp lse [S] on triton; the row max and log-sum [2, S] on cpu;
+    on cpu rho and alpha are the two halves of the rows of one [S, 2, L] array)."""
     x2 = x.reshape(x.shape[0], -1).to(work).contiguous()
     if backend == "triton":
         from ddkernels.kernels import pairwise_skl as kernels
         return (x2,) + kernels.prepare(x2, tau)
     samples, length = x2.shape
-    rho, alpha = torch.empty_like(x2), torch.empty_like(x2)
+    centred = torch.empty((samples, 2, length), dtype=work)  # rho_i then alpha_i: V [rho | alpha] is one product
     g = torch.empty(samples, dtype=torch.float64)
     softmax_stats, norms = torch.empty((2, samples), dtype=torch.float64), torch.empty((2, samples), dtype=torch.float64)
-    cpu_extension().pairwise_prepare(x2.data_ptr(), DTYPE_CODES[work], samples, length, tau, rho.data_ptr(),
-                                     alpha.data_ptr(), g.data_ptr(), softmax_stats.data_ptr(), norms.data_ptr(),
-                                     torch.get_num_threads())
-    return x2, rho, alpha, g, softmax_stats, norms
+    cpu_extension().pairwise_prepare(x2.data_ptr(), DTYPE_CODES[work], samples, length, tau, centred.data_ptr(),
+                                     g.data_ptr(), softmax_stats.data_ptr(), norms.data_ptr(), torch.get_num_threads())
+    return x2, centred[:, 0], centred[:, 1], g, softmax_stats, norms
 
 
 def _epilogue(state, with_matrix, weight_scale, backend):
@@ -119,12 +119,12 @@ def _gradient(x, tau, state, weights, row_sums, dtype, backend):
         upstream = torch.ones((), dtype=torch.float32, device=x.device)
         return kernels.gradient(x2, tau, rho, alpha, softmax_stats, weights, row_sums, upstream, x.shape, dtype)
     samples, length = x2.shape
-    v_rho, v_alpha = torch.mm(weights, rho), torch.mm(weights, alpha)
+    centred = rho.as_strided((samples, 2 * length), (2 * length, 1))  # rho and alpha: halves of its rows (_prepare)
+    v_centred = torch.mm(weights, centred)
     grad = torch.empty(x.shape, dtype=dtype)
     cpu_extension().pairwise_gradient(
-        x2.data_ptr(), DTYPE_CODES[x2.dtype], samples, length, tau, rho.data_ptr(), alpha.data_ptr(),
-        softmax_stats.data_ptr(), v_rho.data_ptr(), v_alpha.data_ptr(), row_sums.data_ptr(), grad.data_ptr(),
-        DTYPE_CODES[dtype], torch.get_num_threads())
+        x2.data_ptr(), DTYPE_CODES[x2.dtype], samples, length, tau, centred.data_ptr(), softmax_stats.data_ptr(),
+        v_centred.data_ptr(), row_sums.data_ptr(), grad.data_ptr(), DTYPE_CODES[dtype], torch.get_num_threads())
     return grad
 
 
