@@ -18,6 +18,9 @@ namespace {
 
 void* as_pointer(uintptr_t address) { return reinterpret_cast<void*>(address); }
 
+// An element-type code as the DType enum; the kernels' dispatcher rejects a code it does not take.
+ddk::DType element_type(int code) { return static_cast<ddk::DType>(code); }
+
 py::tuple multiscale_mse(uintptr_t x, uintptr_t y, uintptr_t grad, int dtype, std::vector<int64_t> shape,
                          std::vector<int64_t> x_strides, std::vector<int64_t> y_strides, std::vector<int64_t> scales,
                          std::vector<double> weights, int num_threads) {
@@ -28,7 +31,7 @@ py::tuple multiscale_mse(uintptr_t x, uintptr_t y, uintptr_t grad, int dtype, st
   ddk::MultiscaleResult result;
   {
     py::gil_scoped_release release;
-    result = ddk::multiscale_mse(as_pointer(x), as_pointer(y), as_pointer(grad), dtype,
+    result = ddk::multiscale_mse(as_pointer(x), as_pointer(y), as_pointer(grad), element_type(dtype),
                                  {shape[0], shape[1], shape[2]}, {x_strides[0], x_strides[1], x_strides[2]},
                                  {y_strides[0], y_strides[1], y_strides[2]}, scales, weights, num_threads);
   }
@@ -49,8 +52,8 @@ double spectral_l1(uintptr_t a, std::vector<int64_t> a_strides, uintptr_t b, std
   const auto gs = three(grad_strides, "spectral_l1: grad_strides");
   py::gil_scoped_release release;
   return ddk::spectral_l1(as_pointer(a), {as[0], as[1], as[2]}, as_pointer(b), {bs[0], bs[1], bs[2]},
-                          as_pointer(grad_a), as_pointer(grad_b), {gs[0], gs[1], gs[2]}, dtype, {n[0], n[1], n[2]},
-                          length, norm_scale, num_threads);
+                          as_pointer(grad_a), as_pointer(grad_b), {gs[0], gs[1], gs[2]}, element_type(dtype),
+                          {n[0], n[1], n[2]}, length, norm_scale, num_threads);
 }
 
 double spectral_kl(uintptr_t s, std::vector<int64_t> s_strides, uintptr_t t, std::vector<int64_t> t_strides,
@@ -61,8 +64,8 @@ double spectral_kl(uintptr_t s, std::vector<int64_t> s_strides, uintptr_t t, std
   const auto gs = three(grad_strides, "spectral_kl: grad_strides");
   py::gil_scoped_release release;
   return ddk::spectral_kl(as_pointer(s), {ss[0], ss[1], ss[2]}, as_pointer(t), {ts[0], ts[1], ts[2]},
-                          as_pointer(grad_s), as_pointer(grad_t), {gs[0], gs[1], gs[2]}, dtype, {n[0], n[1], n[2]},
-                          length, tau, num_threads);
+                          as_pointer(grad_s), as_pointer(grad_t), {gs[0], gs[1], gs[2]}, element_type(dtype),
+                          {n[0], n[1], n[2]}, length, tau, num_threads);
 }
 
 double spectral_l1_fft(uintptr_t x, std::vector<int64_t> x_strides, uintptr_t y, std::vector<int64_t> y_strides,
@@ -72,8 +75,8 @@ double spectral_l1_fft(uintptr_t x, std::vector<int64_t> x_strides, uintptr_t y,
   const auto xs = three(x_strides, "spectral_l1_fft: x_strides"), ys = three(y_strides, "spectral_l1_fft: y_strides");
   py::gil_scoped_release release;
   return ddk::spectral_l1_fft(as_pointer(x), {xs[0], xs[1], xs[2]}, as_pointer(y), {ys[0], ys[1], ys[2]},
-                              as_pointer(grad_x), as_pointer(grad_y), dtype, {n[0], n[1], n[2]}, amplitude,
-                              norm_scale, num_threads);
+                              as_pointer(grad_x), as_pointer(grad_y), element_type(dtype), {n[0], n[1], n[2]},
+                              amplitude, norm_scale, num_threads);
 }
 
 double spectral_kl_fft(uintptr_t s, std::vector<int64_t> s_strides, uintptr_t t, std::vector<int64_t> t_strides,
@@ -83,7 +86,8 @@ double spectral_kl_fft(uintptr_t s, std::vector<int64_t> s_strides, uintptr_t t,
   const auto ss = three(s_strides, "spectral_kl_fft: s_strides"), ts = three(t_strides, "spectral_kl_fft: t_strides");
   py::gil_scoped_release release;
   return ddk::spectral_kl_fft(as_pointer(s), {ss[0], ss[1], ss[2]}, as_pointer(t), {ts[0], ts[1], ts[2]},
-                              as_pointer(grad_s), as_pointer(grad_t), dtype, {n[0], n[1], n[2]}, tau, num_threads);
+                              as_pointer(grad_s), as_pointer(grad_t), element_type(dtype), {n[0], n[1], n[2]}, tau,
+                              num_threads);
 }
 
 ddk::PairwiseState pairwise_state(uintptr_t centred, uintptr_t g, uintptr_t softmax_stats, uintptr_t norms) {
@@ -94,8 +98,8 @@ ddk::PairwiseState pairwise_state(uintptr_t centred, uintptr_t g, uintptr_t soft
 void pairwise_prepare(uintptr_t x, int dtype, int64_t samples, int64_t length, double tau, uintptr_t centred,
                       uintptr_t g, uintptr_t softmax_stats, uintptr_t norms, int num_threads) {
   py::gil_scoped_release release;
-  ddk::pairwise_prepare(as_pointer(x), dtype, samples, length, tau, pairwise_state(centred, g, softmax_stats, norms),
-                        num_threads);
+  ddk::pairwise_prepare(as_pointer(x), element_type(dtype), samples, length, tau,
+                        pairwise_state(centred, g, softmax_stats, norms), num_threads);
 }
 
 py::tuple pairwise_epilogue(uintptr_t products, int dtype, int64_t samples, uintptr_t g, uintptr_t norms, uintptr_t d,
@@ -104,7 +108,7 @@ py::tuple pairwise_epilogue(uintptr_t products, int dtype, int64_t samples, uint
   ddk::PairwiseSums sums;
   {
     py::gil_scoped_release release;
-    sums = ddk::pairwise_epilogue(as_pointer(products), dtype, samples, pairwise_state(0, g, 0, norms),
+    sums = ddk::pairwise_epilogue(as_pointer(products), element_type(dtype), samples, pairwise_state(0, g, 0, norms),
                                   as_pointer(d), as_pointer(weights), static_cast<double*>(as_pointer(row_sums)),
                                   scale, cancellation_limit, num_threads);
   }
@@ -115,9 +119,10 @@ void pairwise_gradient(uintptr_t x, int dtype, int64_t samples, int64_t length, 
                        uintptr_t softmax_stats, uintptr_t v_centred, uintptr_t row_sums, uintptr_t grad, int grad_dtype,
                        int num_threads) {
   py::gil_scoped_release release;
-  ddk::pairwise_gradient(as_pointer(x), dtype, samples, length, tau, pairwise_state(centred, 0, softmax_stats, 0),
+  ddk::pairwise_gradient(as_pointer(x), element_type(dtype), samples, length, tau,
+                         pairwise_state(centred, 0, softmax_stats, 0),
                          as_pointer(v_centred), static_cast<double*>(as_pointer(row_sums)), as_pointer(grad),
-                         grad_dtype, num_threads);
+                         element_type(grad_dtype), num_threads);
 }
 
 ddk::Simd simd_by_name(const std::string& name) {
@@ -129,6 +134,7 @@ ddk::Simd simd_by_name(const std::string& name) {
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
+  m.attr("ZERO_TOLERANCE") = ddk::kZeroTolerance;
   m.doc() = "ddkernels CPU kernels (C++17, OpenMP; no libtorch)";
   m.def("multiscale_mse", &multiscale_mse, py::arg("x"), py::arg("y"), py::arg("grad"), py::arg("dtype"),
         py::arg("shape"), py::arg("x_strides"), py::arg("y_strides"), py::arg("scales"), py::arg("weights"),

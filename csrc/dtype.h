@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <cstring>
 #include <stdexcept>
+#include <string>
+#include <utility>
 
 namespace ddk {
 
@@ -83,15 +85,27 @@ template <> inline Half from_float<Half>(float v) {
 template <typename T> struct Acc { using type = float; };
 template <> struct Acc<double> { using type = double; };
 
-// Calls fn with a value of the C++ element type matching `dtype`.
-template <typename Fn>
-void dispatch_dtype(int dtype, Fn&& fn) {
-  switch (static_cast<DType>(dtype)) {
-    case DType::Float32: fn(float{}); break;
-    case DType::Float64: fn(double{}); break;
-    case DType::Float16: fn(Half{}); break;
-    case DType::BFloat16: fn(BFloat16{}); break;
-    default: throw std::invalid_argument("ddkernels._C: unsupported dtype code");
+template <typename T> struct DTypeOf;
+template <> struct DTypeOf<float> { static constexpr DType value = DType::Float32; };
+template <> struct DTypeOf<double> { static constexpr DType value = DType::Float64; };
+template <> struct DTypeOf<Half> { static constexpr DType value = DType::Float16; };
+template <> struct DTypeOf<BFloat16> { static constexpr DType value = DType::BFloat16; };
+
+// The element types a kernel takes.
+template <typename... Ts> struct DTypes {};
+using AnyDType = DTypes<float, double, Half, BFloat16>;
+using WorkDType = DTypes<float, double>;  // work arrays and spectra
+
+// The one dtype dispatcher: returns fn(T{}) for the type T among `types` whose DType is `dtype`; `what` names the
+// argument in the error for any other.
+template <typename First, typename... Rest, typename Fn>
+decltype(auto) dispatch_dtype(DTypes<First, Rest...> types, DType dtype, const char* what, Fn&& fn) {
+  if (dtype == DTypeOf<First>::value) return fn(First{});
+  if constexpr (sizeof...(Rest) > 0) {
+    return dispatch_dtype(DTypes<Rest...>{}, dtype, what, std::forward<Fn>(fn));
+  } else {
+    (void)types;
+    throw std::invalid_argument(std::string("ddkernels._C: unsupported element type for ") + what);
   }
 }
 

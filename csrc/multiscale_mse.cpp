@@ -17,44 +17,11 @@
 #include <omp.h>
 
 #include "dtype.h"
+#include "multiscale_mse_slab.h"
 #include "simd.h"
 #include "simd_lanes.h"
 
 namespace ddk {
-namespace {
-
-constexpr int kMaxScales = 8;
-constexpr int kTileGroups = 4;     // groups (registers of series) in a slab: its state stays in registers
-constexpr int64_t kChunkRows = 32;    // rows whose differences are buffered at a time (see multiscale_mse_rows.inc)
-constexpr int64_t kPrefetchRows = 32; // the loads and the gradient's stores ask for the row this far ahead
-
-struct ScalePlan {
-  int count;
-  int64_t size[kMaxScales];
-  double coef[kMaxScales];  // 2 w_s / (count_s * s)
-  int64_t ring_rows;        // gradient rows kept: a power of two, at least kChunkRows + the largest scale - 1
-  int unit_scale;           // the index of a scale of 1, or -1
-};
-
-// Vectors of workspace a slab of `groups` groups needs (see multiscale_mse_rows.inc): the chunk buffer and the ring.
-inline int64_t slab_workspace(const ScalePlan& plan, int64_t groups) {
-  return (kChunkRows + plan.ring_rows) * groups;
-}
-
-// `columns` series over `len` rows: element t of series j at x[t * x_len + j * x_col] (likewise y and grad; grad
-// may be null). With runs > 1 the slab is one group of `runs` runs of `columns` series, run r at x + r * x_run
-// (likewise y and grad): the series of consecutive narrow blocks.
-template <typename T>
-struct Slab {
-  const T* x;
-  const T* y;
-  T* grad;
-  int64_t x_len, x_col, y_len, y_col, grad_len, grad_col, columns;
-  int runs;
-  int64_t x_run, y_run, grad_run;
-};
-
-}  // namespace
 
 #define DDK_KERNEL_BODY "multiscale_mse_rows.inc"
 #include "simd_each.inc"
@@ -68,16 +35,8 @@ using SlabKernel = void (*)(const Slab<T>&, int64_t, const ScalePlan&, void*, do
 
 template <typename T>
 SlabKernel<T> slab_kernel(Simd level) {
-#if DDK_SIMD_DISPATCH
-  if (level == Simd::Avx512) return &avx512::multiscale_slab<T>;
-  if (level == Simd::Avx2) return &avx2::multiscale_slab<T>;
-#endif
-  (void)level;
-  return &baseline::multiscale_slab<T>;
+  return DDK_SIMD_SELECT(level, multiscale_slab<T>);
 }
-
-// Room for vectors of any instruction set, aligned for vector moves.
-struct alignas(64) WorkspaceBlock { unsigned char bytes[64]; };
 
 // Series layout: `blocks` slabs of `series` series each. Series run along inner, or along outer when inner is 1
 // (time innermost), so a slab holds more than one series whenever the tensor does.
@@ -142,7 +101,7 @@ void multiscale_mse_kernel(const T* x, const T* y, T* grad, const Shape3& shape,
 
 }  // namespace
 
-MultiscaleResult multiscale_mse(const void* x, const void* y, void* grad, int dtype, const Shape3& shape,
+MultiscaleResult multiscale_mse(const void* x, const void* y, void* grad, DType dtype, const Shape3& shape,
                                 const Strides3& xs, const Strides3& ys, const std::vector<int64_t>& scales,
                                 const std::vector<double>& weights, int num_threads) {
   const size_t n = scales.size();
@@ -162,7 +121,7 @@ MultiscaleResult multiscale_mse(const void* x, const void* y, void* grad, int dt
   }
   // A row stays in the ring until the blocks holding it are complete, at most largest - 1 rows after the chunk.
   while (plan.ring_rows < kChunkRows + largest - 1) plan.ring_rows *= 2;
-  dispatch_dtype(dtype, [&](auto tag) {
+  dispatch_dtype(AnyDType{}, dtype, "multiscale_mse inputs", [&](auto tag) {
     using T = decltype(tag);
     multiscale_mse_kernel<T>(static_cast<const T*>(x), static_cast<const T*>(y), static_cast<T*>(grad), shape, xs, ys,
                              plan, block_sums, num_threads);

@@ -2,10 +2,10 @@
 #include <cstdint>
 #include <vector>
 
-namespace ddk {
+#include "common.h"
+#include "dtype.h"
 
-struct Shape3 { int64_t outer, len, inner; };        // a tensor seen as [outer, len, inner], len along the op's dim
-struct Strides3 { int64_t outer, len, inner; };      // element strides of that view
+namespace ddk {
 
 struct MultiscaleResult {
   double loss;
@@ -13,7 +13,7 @@ struct MultiscaleResult {
 };
 
 // Writes the gradient of the loss with respect to x (contiguous [outer, len, inner]) when grad is not null.
-MultiscaleResult multiscale_mse(const void* x, const void* y, void* grad, int dtype, const Shape3& shape,
+MultiscaleResult multiscale_mse(const void* x, const void* y, void* grad, DType dtype, const Shape3& shape,
                                 const Strides3& xs, const Strides3& ys, const std::vector<int64_t>& scales,
                                 const std::vector<double>& weights, int num_threads);
 

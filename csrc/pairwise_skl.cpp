@@ -21,36 +21,11 @@
 #include <vector>
 
 #include "dtype.h"
+#include "pairwise_skl_rows.h"
 #include "simd.h"
 #include "simd_lanes.h"
 
 namespace ddk {
-namespace {
-
-struct CentredRow {
-  double g, norm_rho, norm_alpha;
-};
-
-struct TileSums {
-  double total;         // sum of exp(-D_ij), j != i
-  double weight_total;  // sum of the rounded weights
-  int64_t ill_pairs;
-};
-
-// The row and tile kernels of pairwise_skl_rows.inc, of one instruction set.
-template <typename T>
-struct RowKernels {
-  std::pair<double, double> (*softmax)(const T*, int64_t, double, T*);
-  void (*column_terms)(const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, double, const double*,
-                       const double*, T*, T*);
-  CentredRow (*centre)(const T*, int64_t, double, double, double, const T*, const T*, T*, T*);
-  TileSums (*epilogue)(int64_t, int64_t, int, const double*, const double*, const double*, const double*, double,
-                       double, T*, T*);
-  void (*gradient)(const T*, int64_t, double, double, double, const T*, const T*, const T*, const T*, double, T*,
-                   double*, double*);
-};
-
-}  // namespace
 
 #define DDK_KERNEL_BODY "pairwise_skl_rows.inc"
 #include "simd_each.inc"
@@ -60,12 +35,7 @@ namespace {
 
 template <typename T>
 RowKernels<T> active_kernels() {
-#if DDK_SIMD_DISPATCH
-  const Simd level = active_simd();
-  if (level == Simd::Avx512) return avx512::row_kernels<T>();
-  if (level == Simd::Avx2) return avx2::row_kernels<T>();
-#endif
-  return baseline::row_kernels<T>();
+  return DDK_SIMD_SELECT(active_simd(), row_kernels<T>)();
 }
 
 constexpr int64_t kColumnBlock = 512;  // columns per task of the column means
@@ -167,29 +137,22 @@ void gradient_kernel(const T* x, int64_t samples, int64_t length, double tau, co
   }
 }
 
-template <typename Fn>
-void dispatch_work(int dtype, Fn&& fn) {
-  if (dtype == 0) return fn(float{});
-  if (dtype == 1) return fn(double{});
-  throw std::invalid_argument("ddkernels._C: pairwise work arrays must be float32 or float64");
-}
-
 }  // namespace
 
-void pairwise_prepare(const void* x, int dtype, int64_t samples, int64_t length, double tau,
+void pairwise_prepare(const void* x, DType dtype, int64_t samples, int64_t length, double tau,
                       const PairwiseState& state, int num_threads) {
-  dispatch_work(dtype, [&](auto tag) {
+  dispatch_dtype(WorkDType{}, dtype, "pairwise work arrays", [&](auto tag) {
     using T = decltype(tag);
     prepare_kernel<T>(static_cast<const T*>(x), samples, length, tau, static_cast<T*>(state.centred), state.g,
                       state.softmax_stats, state.norms, num_threads);
   });
 }
 
-PairwiseSums pairwise_epilogue(const void* products, int dtype, int64_t samples, const PairwiseState& state,
+PairwiseSums pairwise_epilogue(const void* products, DType dtype, int64_t samples, const PairwiseState& state,
                                void* d, void* weights, double* row_sums, double scale, double cancellation_limit,
                                int num_threads) {
   PairwiseSums result{0.0, 0};
-  dispatch_work(dtype, [&](auto tag) {
+  dispatch_dtype(WorkDType{}, dtype, "pairwise work arrays", [&](auto tag) {
     using T = decltype(tag);
     result = epilogue_kernel<T>(static_cast<const T*>(products), samples, state.g, state.norms, static_cast<T*>(d),
                                 static_cast<T*>(weights), row_sums, scale, cancellation_limit, num_threads);
@@ -197,12 +160,12 @@ PairwiseSums pairwise_epilogue(const void* products, int dtype, int64_t samples,
   return result;
 }
 
-void pairwise_gradient(const void* x, int dtype, int64_t samples, int64_t length, double tau,
+void pairwise_gradient(const void* x, DType dtype, int64_t samples, int64_t length, double tau,
                        const PairwiseState& state, const void* v_centred, const double* row_sums, void* grad,
-                       int grad_dtype, int num_threads) {
-  dispatch_work(dtype, [&](auto tag) {
+                       DType grad_dtype, int num_threads) {
+  dispatch_dtype(WorkDType{}, dtype, "pairwise work arrays", [&](auto tag) {
     using T = decltype(tag);
-    dispatch_dtype(grad_dtype, [&](auto grad_tag) {
+    dispatch_dtype(AnyDType{}, grad_dtype, "pairwise gradient", [&](auto grad_tag) {
       using G = decltype(grad_tag);
       gradient_kernel<T, G>(static_cast<const T*>(x), samples, length, tau, static_cast<const T*>(state.centred),
                             state.softmax_stats, static_cast<const T*>(v_centred), row_sums, static_cast<G*>(grad),

@@ -24,3 +24,13 @@ const char* simd_name(Simd level);
 #else
 #define DDK_SIMD_DISPATCH 0
 #endif
+
+// The one instruction-set selector: `name` (a function, or a function template's instantiation) from the namespace
+// of instruction set `level` (baseline, avx2, avx512) that simd_each.inc compiled a kernel body into.
+#if DDK_SIMD_DISPATCH
+#define DDK_SIMD_SELECT(level, name)                                   \
+  ((level) == ::ddk::Simd::Avx512 ? &avx512::name                      \
+   : (level) == ::ddk::Simd::Avx2 ? &avx2::name : &baseline::name)
+#else
+#define DDK_SIMD_SELECT(level, name) ((void)(level), &baseline::name)
+#endif

@@ -13,11 +13,8 @@
 #include <stdexcept>
 #include <vector>
 
-
 namespace ddk {
 namespace {
-
-constexpr double kZeroTolerance = 1e-6;
 
 
 inline bool interior_bin(int64_t k, int64_t length) { return k > 0 && 2 * k != length; }
@@ -169,19 +166,12 @@ double kl_kernel(const T* s, const Strides3& ss, const T* t, const Strides3& ts,
   return ordered_sum(row_sums) / count;
 }
 
-template <typename Fn>
-double dispatch_float(int dtype, Fn&& fn) {
-  if (dtype == 0) return fn(float{});
-  if (dtype == 1) return fn(double{});
-  throw std::invalid_argument("ddkernels._C: spectra must be complex64 or complex128");
-}
-
 }  // namespace
 
 double spectral_l1(const void* a, const Strides3& as, const void* b, const Strides3& bs, void* grad_a, void* grad_b,
-                   const Strides3& gs, int dtype, const Shape3& shape, int64_t length, double norm_scale,
+                   const Strides3& gs, DType dtype, const Shape3& shape, int64_t length, double norm_scale,
                    int num_threads) {
-  return dispatch_float(dtype, [&](auto tag) {
+  return dispatch_dtype(WorkDType{}, dtype, "spectral_l1 spectra", [&](auto tag) {
     using T = decltype(tag);
     return l1_kernel<T>(static_cast<const T*>(a), as, static_cast<const T*>(b), bs, static_cast<T*>(grad_a),
                         static_cast<T*>(grad_b), gs, shape, length, norm_scale, num_threads);
@@ -189,8 +179,8 @@ double spectral_l1(const void* a, const Strides3& as, const void* b, const Strid
 }
 
 double spectral_kl(const void* s, const Strides3& ss, const void* t, const Strides3& ts, void* grad_s, void* grad_t,
-                   const Strides3& gs, int dtype, const Shape3& shape, int64_t length, double tau, int num_threads) {
-  return dispatch_float(dtype, [&](auto tag) {
+                   const Strides3& gs, DType dtype, const Shape3& shape, int64_t length, double tau, int num_threads) {
+  return dispatch_dtype(WorkDType{}, dtype, "spectral_kl spectra", [&](auto tag) {
     using T = decltype(tag);
     return kl_kernel<T>(static_cast<const T*>(s), ss, static_cast<const T*>(t), ts, static_cast<T*>(grad_s),
                         static_cast<T*>(grad_t), gs, shape, length, tau, num_threads);

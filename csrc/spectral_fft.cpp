@@ -19,50 +19,15 @@
 #include "dtype.h"
 #include "simd.h"
 #include "simd_lanes.h"
+#include "spectral_fft_plan.h"
 
 namespace ddk {
 namespace {
 
 constexpr int kMaxRadix = 13;
-constexpr double kZeroTolerance = 1e-6;  // as in spectral.cpp
 // Odd radices first, so the last stages have radix 4 or 2: then DC and Nyquist come out of sums and differences of
 // the sub-transforms' DC terms alone, and each slot's DC and Nyquist take none of the other slot's rounding.
 constexpr int kRadices[] = {3, 5, 7, 11, 13, 4, 2};
-
-struct FftStage {
-  int radix;
-  int64_t span;            // length of the sub-transforms this stage combines
-  size_t twiddle_offset;   // this stage's twiddles: [part][j < span][q - 1 < radix - 1], part 0 re, 1 im
-  size_t root_offset;      // this stage's DFT matrix e^{-2 pi i q m / radix}: [part][q][m]
-};
-
-// Decimation-in-time mixed-radix plan for one length: stages smallest sub-transforms first, the input position
-// of every sample, and in double and float the twiddles e^{-2 pi i q j / (span * radix)} and each radix's DFT
-// matrix.
-struct FftPlan {
-  int64_t length;
-  std::vector<FftStage> stages;
-  std::vector<int64_t> position;
-  std::vector<double> twiddles64;
-  std::vector<float> twiddles32;
-
-  template <typename A>
-  const A* table(size_t offset) const {
-    if constexpr (std::is_same_v<A, double>) {
-      return twiddles64.data() + offset;
-    } else {
-      return twiddles32.data() + offset;
-    }
-  }
-  template <typename A>
-  const A* twiddles(const FftStage& stage, int part) const {
-    return table<A>(stage.twiddle_offset + part * stage.span * (stage.radix - 1));
-  }
-  template <typename A>
-  const A* roots(const FftStage& stage, int part) const {
-    return table<A>(stage.root_offset + part * stage.radix * stage.radix);
-  }
-};
 
 std::vector<int> factorize(int64_t length) {
   std::vector<int> radices;
@@ -119,18 +84,6 @@ FftPlan make_plan(int64_t length) {
   return plan;
 }
 
-// One complex transform's two slots of up to one register of series each: element t of slot s's series j of run r
-// at x[s][t * x_len[s] + j * x_col[s] + r * x_run[s]] (minus y[s][t * y_len + j * y_col + r * y_run] when y[s] is
-// set); gradients written to grad[s][t * grad_len + j * grad_col + r * grad_run].
-template <typename T>
-struct FftUnit {
-  const T* x[2];
-  const T* y[2];
-  typename Acc<T>::type* grad[2];
-  LaneRuns lanes[2];
-  int64_t x_len[2], x_col[2], x_run[2], y_len, y_col, y_run, grad_len, grad_col, grad_run;
-};
-
 }  // namespace
 
 #define DDK_KERNEL_BODY "spectral_fft_lanes.inc"
@@ -148,15 +101,8 @@ struct UnitKernels {
 
 template <typename T>
 UnitKernels<T> unit_kernels(Simd level) {
-#if DDK_SIMD_DISPATCH
-  if (level == Simd::Avx512) return {&avx512::l1_fft_unit<T>, &avx512::kl_fft_unit<T>};
-  if (level == Simd::Avx2) return {&avx2::l1_fft_unit<T>, &avx2::kl_fft_unit<T>};
-#endif
-  (void)level;
-  return {&baseline::l1_fft_unit<T>, &baseline::kl_fft_unit<T>};
+  return {DDK_SIMD_SELECT(level, l1_fft_unit<T>), DDK_SIMD_SELECT(level, kl_fft_unit<T>)};
 }
-
-struct alignas(64) WorkspaceBlock { unsigned char bytes[64]; };
 
 enum class Loss { L1Complex, L1Amplitude, KL };
 
@@ -268,11 +214,11 @@ bool fft_length_supported(int64_t length) { return length >= 2 && !factorize(len
 namespace {
 
 double run_fft_kernel(const void* x, const Strides3& xs, const void* y, const Strides3& ys, void* grad_x,
-                      void* grad_y, int dtype, const Shape3& shape, Loss loss, double parameter, int num_threads) {
+                      void* grad_y, DType dtype, const Shape3& shape, Loss loss, double parameter, int num_threads) {
   if (!fft_length_supported(shape.len))
     throw std::invalid_argument("spectral fft kernels: the length must be at least 2 with prime factors up to 13");
   double value = 0;
-  dispatch_dtype(dtype, [&](auto tag) {
+  dispatch_dtype(AnyDType{}, dtype, "spectral inputs", [&](auto tag) {
     using T = decltype(tag);
     using A = typename Acc<T>::type;
     value = fft_kernel<T>(static_cast<const T*>(x), xs, static_cast<const T*>(y), ys, static_cast<A*>(grad_x),
@@ -284,14 +230,14 @@ double run_fft_kernel(const void* x, const Strides3& xs, const void* y, const St
 }  // namespace
 
 double spectral_l1_fft(const void* x, const Strides3& xs, const void* y, const Strides3& ys, void* grad_x,
-                       void* grad_y, int dtype, const Shape3& shape, bool amplitude, double norm_scale,
+                       void* grad_y, DType dtype, const Shape3& shape, bool amplitude, double norm_scale,
                        int num_threads) {
   return run_fft_kernel(x, xs, y, ys, grad_x, grad_y, dtype, shape, amplitude ? Loss::L1Amplitude : Loss::L1Complex,
                         norm_scale, num_threads);
 }
 
 double spectral_kl_fft(const void* student, const Strides3& ss, const void* teacher, const Strides3& ts,
-                       void* grad_student, void* grad_teacher, int dtype, const Shape3& shape, double tau,
+                       void* grad_student, void* grad_teacher, DType dtype, const Shape3& shape, double tau,
                        int num_threads) {
   return run_fft_kernel(student, ss, teacher, ts, grad_student, grad_teacher, dtype, shape, Loss::KL, tau,
                         num_threads);

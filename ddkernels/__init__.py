@@ -2,7 +2,9 @@
 
 Every op checks its arguments, then runs on the backend in force (see ``use_backend``):
 Triton for CUDA tensors, the C++ extension ``ddkernels._C`` for CPU tensors, or the
-pure-PyTorch ``reference``.
+pure-PyTorch ``reference``. The flow: ``ops`` (public functions, registered operators and
+their one autograd path) -> ``kernels`` (Triton) or ``cpu`` (C++) launchers with one contract
+-> the kernels; ``registry`` lists the ops for ``info``, ``bench`` and the tests.
 """
 from ddkernels import nn, reference
 from ddkernels._backend import BACKENDS, BackendUnavailableError, current_backend, use_backend

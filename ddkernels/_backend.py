@@ -5,11 +5,11 @@ Backends: ``auto`` (CUDA tensors to Triton, CPU tensors to the C++ extension
 ``reference``. Chosen by ``DDKERNELS_BACKEND`` or ``ddkernels.use_backend``.
 """
 import contextlib
+import functools
+import importlib
 import importlib.util
 import os
 import warnings
-
-import torch
 
 BACKENDS = ("auto", "triton", "cpu", "reference")
 
@@ -109,6 +109,13 @@ def resolve(op_name, device, kernels):
     return "cpu"
 
 
-def accumulate_dtype(dtype):
-    """Loss dtype: float64 for float64 inputs, float32 for everything narrower."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+_LAUNCHER_PACKAGES = {"triton": "ddkernels.kernels", "cpu": "ddkernels.cpu"}
+
+
+@functools.lru_cache(maxsize=None)
+def launchers(backend, op_module):
+    """The launcher module of a kernel backend for one op: ``ddkernels.kernels.<op_module>`` (Triton) or
+    ``ddkernels.cpu.<op_module>`` (C++), imported on first use; both expose the same functions."""
+    if backend not in _LAUNCHER_PACKAGES:
+        raise ValueError(f"backend must be one of {tuple(_LAUNCHER_PACKAGES)}, got {backend!r}")
+    return importlib.import_module(f"{_LAUNCHER_PACKAGES[backend]}.{op_module}")

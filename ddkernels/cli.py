@@ -3,14 +3,14 @@ import argparse
 import importlib
 import importlib.metadata
 import platform
+import statistics
 import time
 
 import torch
 
 import ddkernels
-from ddkernels import _backend, reference
+from ddkernels import _backend, registry
 from ddkernels._console import print_table
-from ddkernels.ops import multiscale_mse, pairwise_skl, spectral_kl, spectral_l1
 
 
 def _version(name):
@@ -20,20 +20,9 @@ def _version(name):
         return "not installed"
 
 
-def _self_check_cases():
-    """(op name, its KERNELS, public function, reference function, argument builder) for every op."""
-    def pair(shape):
-        return lambda gen: (torch.randn(shape, generator=gen), torch.randn(shape, generator=gen))
-    return [
-        ("spectral_l1_loss", spectral_l1.KERNELS, ddkernels.spectral_l1_loss, reference.spectral_l1_loss,
-         pair((8, 96, 7))),
-        ("spectral_kl_loss", spectral_kl.KERNELS, ddkernels.spectral_kl_loss, reference.spectral_kl_loss,
-         pair((8, 96, 7))),
-        ("pairwise_skl_diversity", pairwise_skl.KERNELS, ddkernels.pairwise_skl_diversity,
-         reference.pairwise_skl_diversity, lambda gen: (torch.randn(10, 7, 96, generator=gen),)),
-        ("multiscale_mse_loss", multiscale_mse.KERNELS, ddkernels.multiscale_mse_loss,
-         reference.multiscale_mse_loss, pair((8, 96, 7))),
-    ]
+SELF_CHECK_SHAPES = {False: (8, 96, 7), True: (10, 7, 96)}  # by OpEntry.samples
+TIMED_CALLS = 20
+TIME_BUDGET_S = 0.2  # per op and backend: slow paths (Triton's interpreter) take fewer timed calls
 
 
 def _usable_backends(device):
@@ -49,35 +38,44 @@ def _relative_error(value, ref):
     return float((value.double() - ref).norm() / ref.norm().clamp_min(1e-300))
 
 
+def _timed_call(call, tensors, device):
+    """(output, gradients, seconds) of one forward+backward; the output is weighted so the upstream gradient is
+    not 1."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    output = call(*tensors)
+    weights = torch.linspace(0.5, 1.5, output.numel(), device=device).view(output.shape)
+    grads = torch.autograd.grad((output * weights).sum(), tensors)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return output, grads, time.perf_counter() - start
+
+
 def self_check(device):
-    """Run every op on every usable backend against the float64 reference; return table rows."""
+    """Run every op on every usable backend against the float64 reference; return table rows. Times are medians of
+    warm calls (up to TIMED_CALLS)."""
     rows = []
     gen = torch.Generator().manual_seed(int(time.time()))
-    for name, kernels, op, ref_op, make_args in _self_check_cases():
-        args = make_args(gen)
-        ref_args = [a.double().requires_grad_() for a in args]
-        ref_loss = ref_op(*ref_args)
-        ref_grads = torch.autograd.grad(ref_loss * 1.5, ref_args)
+    for entry in registry.OPS.values():
+        ref_args = entry.make_inputs(SELF_CHECK_SHAPES[entry.samples], torch.float64, requires_grad=(True, True),
+                                     generator=gen)
+        ref_out, ref_grads, _ = _timed_call(entry.call_reference, ref_args, torch.device("cpu"))
         for backend in _usable_backends(device):
-            if backend != "reference" and backend not in kernels:
-                rows.append((name, backend, "no kernel yet", "", ""))
+            if backend != "reference" and backend not in entry.kernels:
+                rows.append((entry.name, backend, "no kernel yet", "", ""))
                 continue
-            dev_args = [a.to(device).requires_grad_() for a in args]
+            dev_args = [a.detach().float().to(device).requires_grad_() for a in ref_args]
             with ddkernels.use_backend(backend):
-                op(*dev_args)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                loss = op(*dev_args)
-                grads = torch.autograd.grad(loss * 1.5, dev_args)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                elapsed = time.perf_counter() - start
-            loss_error = _relative_error(loss.detach().cpu().reshape(1), ref_loss.detach().reshape(1))
+                times = []  # the first call warms up; then up to TIMED_CALLS, or TIME_BUDGET_S of them
+                while len(times) < 2 or (len(times) <= TIMED_CALLS and sum(times[1:]) < TIME_BUDGET_S):
+                    out, grads, seconds = _timed_call(entry, dev_args, device)
+                    times.append(seconds)
+            loss_error = _relative_error(out.detach().cpu(), ref_out.detach())
             grad_error = max(_relative_error(g.cpu(), r) for g, r in zip(grads, ref_grads))
             ok = loss_error < 1e-5 and grad_error < 1e-4
-            rows.append((name, backend, f"{loss_error:.1e} / {grad_error:.1e}", f"{elapsed * 1e3:.2f}",
-                         "ok" if ok else "FAIL"))
+            rows.append((entry.name, backend, f"{loss_error:.1e} / {grad_error:.1e}",
+                         f"{statistics.median(times[1:]) * 1e3:.3f}", "ok" if ok else "FAIL"))
     return rows
 
 
@@ -96,7 +94,7 @@ def info(args):
     status = 0
     for device in [torch.device("cpu")] + ([torch.device("cuda")] if cuda else []):
         print(f"self-check on {device} (relative error vs float64 reference: loss / worst gradient; "
-              f"time of forward+backward)")
+              f"median time of a warm forward+backward)")
         rows = self_check(device)
         print_table(("op", "backend", "error", "ms", "status"), rows)
         print()
@@ -124,5 +122,9 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as error:  # bad data, files or options found after parsing: a message, as argparse
+        parser.exit(2, f"ddkernels {args.command}: error: {error}\n")

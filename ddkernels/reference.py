@@ -7,9 +7,7 @@ float16 and bfloat16 inputs are computed in float32, as the kernels do.
 import torch
 import torch.nn.functional as F
 
-
-def upcast(x):
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+from ddkernels._tensors import upcast
 
 
 def _rfft(x, dim, norm="backward"):

@@ -1,9 +1,11 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import ddkernels
+from ddkernels import cli, registry
 
 
 def test_info_command(tmp_path):
@@ -12,10 +14,33 @@ def test_info_command(tmp_path):
                             cwd=tmp_path)
     out = result.stdout
     assert "C++ extension ddkernels._C: built" in out
-    for op in ("spectral_l1_loss", "spectral_kl_loss", "pairwise_skl_diversity", "multiscale_mse_loss"):
-        assert op in out
+    rows = [line.split() for line in out.splitlines()]
+    for name in registry.OPS:
+        assert [name, "cpu"] in [row[:2] for row in rows], f"no cpu self-check row for {name}"
     assert "FAIL" not in out
-    assert "multiscale_mse_loss     cpu" in out
+
+
+@pytest.mark.parametrize("command", ["kd", "distill"])
+@pytest.mark.parametrize("arguments,message", [
+    (["--data", "no/such/file.csv"], "no such data file"),
+    (["--device", "cuda:7"], "--device"),
+])
+def test_data_and_device_errors_are_one_line(tmp_path, capsys, command, arguments, message):
+    if message == "--device" and torch.cuda.device_count() > 7:
+        arguments = ["--device", "tpu"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--preset", "quick", "--out", str(tmp_path), *arguments])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith(f"ddkernels {command}: error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_csv_without_a_date_column_is_one_line(tmp_path, capsys):
+    path = tmp_path / "nodate.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["kd", "--preset", "quick", "--out", str(tmp_path), "--data", str(path)])
+    assert exit_info.value.code == 2 and "no 'date' column" in capsys.readouterr().err
 
 
 def test_modules_match_functions():

@@ -37,15 +37,6 @@ def test_opcheck_spectral_kl(backend, grads):
     torch.library.opcheck(torch.ops.ddkernels.spectral_kl.default, (x, y, 1, 0.5, backend, *grads))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_opcheck_spectral_adjoint(backend):
-    """G in the backend's convention: spectral on triton, dloss/dx itself on cpu (see ddkernels.ops._spectral)."""
-    device = device_of(backend)
-    g = randn((2, 11, 3, 2) if backend == "triton" else (2, 20, 3), torch.float32, device)
-    torch.library.opcheck(torch.ops.ddkernels.spectral_adjoint.default,
-                          (g, torch.tensor(1.5, device=device), [2, 20, 3], 1, torch.float32, backend))
-
-
 @pytest.mark.parametrize("backend", kernel_backends(pairwise_skl.KERNELS))
 @pytest.mark.parametrize("compute_grad", [True, False])
 def test_opcheck_pairwise(backend, compute_grad):

@@ -1,14 +1,12 @@
 """pairwise_skl_diversity and pairwise_skl_matrix kernels against the float64 reference."""
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import ddkernels
 from ddkernels import reference
 from ddkernels._backend import cpu_extension
 from ddkernels.ops import pairwise_skl
-from helpers import INTERPRETED, device_of, kernel_backends, randn, rel_error
+from helpers import device_of, kernel_backends, randn, rel_error
 
 BACKENDS = kernel_backends(pairwise_skl.KERNELS)
 
@@ -51,12 +49,6 @@ def _check(backend, x, tau, upstream=1.7, dtype=torch.float32):
 @pytest.mark.parametrize("shape,tau", CASES)
 def test_diversity_matches_reference(backend, dtype, shape, tau):
     _check(backend, randn(shape, dtype, device_of(backend)), tau, dtype=dtype)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("upstream", [1.0, -0.3])
-def test_upstream_gradient(backend, upstream):
-    _check(backend, randn((6, 4, 9), torch.float32, device_of(backend)), 1.0, upstream=upstream)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -118,20 +110,6 @@ def test_large_logits(backend, tau):
     _check(backend, tau * sign * (1e4 - 3.0 * spread), tau)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("view", ["transpose", "step", "expand"])
-def test_non_contiguous(backend, view):
-    base = randn((9, 12, 10), torch.float32, device_of(backend))
-    if view == "transpose":
-        x = base.transpose(1, 2)
-    elif view == "step":
-        x = base[:, ::2, 1::3]
-    else:
-        x = base[:, :1].expand(9, 5, 10)
-    assert not x.is_contiguous()
-    _check(backend, x, 1.0)
-
-
 # Row tails against every register width (L = 1, 17, 67), tile tails of the S x S epilogue (S = 37, 70 > 2 tiles)
 # and nearly identical samples among distinct ones (the float64 redo).
 SIMD_CASES = [((37, 67), 1.0, None), ((70, 17), 0.3, None), ((5, 1), 1.0, None), ((12, 7, 48), 1.0, 3e-5),
@@ -168,75 +146,3 @@ def test_identical_samples(backend):
     _check(backend, x, 1.0)
 
 
-LOW_PRECISION = [(b, d) for b in BACKENDS for d in (torch.float16, torch.bfloat16)
-                 if not (b == "triton" and INTERPRETED and d == torch.bfloat16)]
-
-
-@pytest.mark.parametrize("backend,dtype", LOW_PRECISION)
-def test_low_precision(backend, dtype):
-    """Half inputs are computed in float32: float32 loss at float32 accuracy on the rounded inputs; gradients in
-    the input dtype within twice the rounding of the exact one."""
-    x = randn((8, 5, 13), dtype, device_of(backend)).requires_grad_()
-    with ddkernels.use_backend(backend):
-        loss = ddkernels.pairwise_skl_diversity(x, 0.7)
-    (grad,) = torch.autograd.grad(loss * 1.3, x)
-    expected, expected_grad = _reference_grads(x, 0.7, 1.3)
-    assert loss.dtype == torch.float32 and grad.dtype == dtype
-    assert rel_error(loss, expected) < 1e-5
-    assert rel_error(grad, expected_grad) <= 2 * rel_error(expected_grad.to(dtype), expected_grad) + 1e-5
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_without_grad(backend):
-    x = randn((5, 3, 7), torch.float32, device_of(backend)).requires_grad_()
-    with torch.no_grad(), ddkernels.use_backend(backend):
-        loss = ddkernels.pairwise_skl_diversity(x, 1.0)
-    assert not loss.requires_grad
-    assert rel_error(loss, reference.pairwise_skl_diversity(x.double(), 1.0)) < 1e-5
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_retain_graph_backward_twice(backend):
-    x = randn((5, 3, 7), torch.float32, device_of(backend)).requires_grad_()
-    with ddkernels.use_backend(backend):
-        loss = ddkernels.pairwise_skl_diversity(x, 1.0)
-    loss.backward(retain_graph=True)
-    first = x.grad.clone()
-    (loss * 3.0).backward()
-    assert rel_error(x.grad, 4.0 * first) < 1e-6
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_nan_propagates(backend):
-    x = randn((4, 3, 5), torch.float32, device_of(backend))
-    x[2, 1, 3] = float("nan")
-    with ddkernels.use_backend(backend):
-        assert torch.isnan(ddkernels.pairwise_skl_diversity(x, 1.0))
-
-
-def test_gradcheck_cpu():
-    x = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
-    with ddkernels.use_backend("cpu"):
-        assert torch.autograd.gradcheck(lambda a: ddkernels.pairwise_skl_diversity(a, 0.8), (x,))
-        assert torch.autograd.gradcheck(lambda a: ddkernels.pairwise_skl_matrix(a, 0.8), (x,))
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@settings(max_examples=6 if INTERPRETED else 25, deadline=None)
-@given(data=st.data())
-def test_property_shapes(backend, data):
-    samples = data.draw(st.integers(2, 12))
-    sample_shape = tuple(data.draw(st.lists(st.integers(1, 9), min_size=1, max_size=3)))
-    tau = data.draw(st.sampled_from([0.1, 1.0, 10.0]))
-    seed = data.draw(st.integers(0, 2**31 - 1))
-    x = randn((samples,) + sample_shape, torch.float64, device_of(backend), seed)
-    _check(backend, x, tau, dtype=torch.float64)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_double_backward_is_a_clear_error(backend):
-    x = randn((4, 3, 5), torch.float32, device_of(backend)).requires_grad_()
-    with ddkernels.use_backend(backend):
-        loss = ddkernels.pairwise_skl_diversity(x, 1.0)
-    with pytest.raises(RuntimeError, match="double backward"):
-        torch.autograd.grad(loss, x, create_graph=True)

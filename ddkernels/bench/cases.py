@@ -1,19 +1,17 @@
 """What the suite runs: the ops and their arguments, the shapes of each sweep, inputs, providers, and each op's
 floor (the fewest bytes it must move and its arithmetic)."""
 import dataclasses
-import functools
 import math
 from typing import Callable, Dict, List, Tuple
 
 import torch
 
-import ddkernels
-from ddkernels import reference
+from ddkernels import registry
 
 PROVIDERS = ("ddkernels", "eager", "compile")
 MODES = ("forward", "backward", "forward+backward")
 
-SCALES = (1, 2, 4, 8)
+SCALES = registry.LOSSES["multiscale_mse"].kwargs["scales"]
 SAMPLE_SHAPE = (7, 192)
 LOSS_SWEEPS = {
     "named": [(32, 96, 7), (32, 720, 7), (32, 336, 321), (256, 720, 21)],
@@ -56,19 +54,20 @@ def _pairwise_floor(shape):
 
 @dataclasses.dataclass(frozen=True)
 class Op:
-    """A benchmarked op: the public function and its reference with fixed keyword arguments, the shapes of its
-    sweeps and of --quick, and its floor ({mode: (elements moved, flops)} of a shape)."""
-    name: str
-    kernel: Callable
-    reference: Callable
-    kwargs: dict
+    """A benchmarked op: its registry entry (``ddkernels.registry``), the shapes of its sweeps and of --quick, and
+    its floor ({mode: (elements moved, flops)} of a shape)."""
+    entry: registry.OpEntry
     sweeps: Dict[str, List[Tuple[int, ...]]]
     quick_shape: Tuple[int, ...]
     floor_elements_and_flops: Callable
 
     @property
+    def name(self):
+        return self.entry.name
+
+    @property
     def pairwise(self):
-        return self.kernel is ddkernels.pairwise_skl_diversity
+        return self.entry.samples
 
     def floor(self, shape, mode, element_size):
         """(bytes, flops) the op must move and compute in ``mode`` on an input of ``shape``."""
@@ -90,40 +89,31 @@ class Op:
         return torch.float64 if self.pairwise and device.type == "cuda" else torch.float32
 
 
-def _loss_op(name, kernel, reference_fn, kwargs, forward_flops, backward_flops):
-    return Op(name, kernel, reference_fn, {"dim": 1, **kwargs}, LOSS_SWEEPS, (32, 720, 7),
-              _loss_floor(forward_flops, backward_flops))
+def _loss_op(name, forward_flops, backward_flops):
+    return Op(registry.LOSSES[name], LOSS_SWEEPS, (32, 720, 7), _loss_floor(forward_flops, backward_flops))
 
 
 OPS = {op.name: op for op in (
-    _loss_op("multiscale_mse", ddkernels.multiscale_mse_loss, reference.multiscale_mse_loss, {"scales": SCALES},
-             lambda length: 2 * len(SCALES), lambda length: 2 * len(SCALES)),
-    _loss_op("spectral_l1_complex", ddkernels.spectral_l1_loss, reference.spectral_l1_loss,
-             {"mode": "complex", "norm": "backward"}, lambda length: 2 * _rfft_flops(length), _rfft_flops),
-    _loss_op("spectral_l1_amplitude", ddkernels.spectral_l1_loss, reference.spectral_l1_loss,
-             {"mode": "amplitude", "norm": "backward"}, lambda length: 2 * _rfft_flops(length), _rfft_flops),
-    _loss_op("spectral_kl", ddkernels.spectral_kl_loss, reference.spectral_kl_loss, {"tau": 0.5},
-             lambda length: 2 * _rfft_flops(length), _rfft_flops),
-    Op("pairwise_skl_diversity", ddkernels.pairwise_skl_diversity, reference.pairwise_skl_diversity, {"tau": 1.0},
-       PAIRWISE_SWEEPS, (100,) + SAMPLE_SHAPE, _pairwise_floor),
+    _loss_op("multiscale_mse", lambda length: 2 * len(SCALES), lambda length: 2 * len(SCALES)),
+    _loss_op("spectral_l1_complex", lambda length: 2 * _rfft_flops(length), _rfft_flops),
+    _loss_op("spectral_l1_amplitude", lambda length: 2 * _rfft_flops(length), _rfft_flops),
+    _loss_op("spectral_kl", lambda length: 2 * _rfft_flops(length), _rfft_flops),
+    Op(registry.LOSSES["pairwise_skl_diversity"], PAIRWISE_SWEEPS, (100,) + SAMPLE_SHAPE, _pairwise_floor),
 )}
+assert set(OPS) == set(registry.LOSSES), "every loss in the registry is benchmarked"
 
 
 def make_inputs(op, shape, device, dtype, seed=0):
     """The op's tensor arguments: the first (input, student, or the samples) requires grad, a target does not."""
-    gen = torch.Generator().manual_seed(seed)
-    first = torch.randn(shape, generator=gen).to(device=device, dtype=dtype).requires_grad_()
-    if op.pairwise:
-        return (first,)
-    return first, torch.randn(shape, generator=gen).to(device=device, dtype=dtype)
+    return op.entry.make_inputs(shape, dtype, device, generator=torch.Generator().manual_seed(seed))
 
 
 def provider_function(op, provider, compile_backend="inductor"):
     """The op as ``provider`` runs it; ``compile`` starts from a fresh Dynamo cache and compiles for static shapes,
     so every shape gets its own compilation (and no recompile limit falls back to eager)."""
     if provider == "ddkernels":
-        return functools.partial(op.kernel, **op.kwargs)
-    eager = functools.partial(op.reference, **op.kwargs)
+        return op.entry
+    eager = op.entry.call_reference
     if provider == "eager":
         return eager
     if provider != "compile":

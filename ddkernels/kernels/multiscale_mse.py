@@ -13,8 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ddkernels._backend import accumulate_dtype
-from ddkernels.ops._common import as_3d
+from ddkernels._tensors import accumulate_dtype, as_3d
 
 MAX_SCALES = 8
 MAX_TILE_ROWS = 16384
@@ -181,7 +180,7 @@ def _program_grid(outer, n_col_blocks, n_tiles, device):
     return n_splits, tiles_per_split
 
 
-def multiscale_mse_forward(input, target, dim, scales, weights, compute_grad):
+def multiscale_mse(input, target, dim, scales, weights, compute_grad):
     """(loss, per_scale_mse, grad_input) of the multi-scale MSE, grad_input empty when not computed."""
     x, y = as_3d(input, dim), as_3d(target, dim)
     outer, length, inner = x.shape

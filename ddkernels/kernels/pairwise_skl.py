@@ -5,11 +5,14 @@
     the reduction in the epilogue; weights V written with their transposes.
 Everything in float64, the products on float64 tensor cores: for a nearly identical pair among distinct samples D
 is a 1e-6 difference of O(1) products, beyond float32 (and tf32x3) products.
-    backward: dloss/dx_i = (r_i rho_i - (V rho)_i + p_i (u_i - <p_i, u_i>)) / tau, u_i = r_i alpha_i - (V alpha)_i.
+    backward: dloss/dx_i = (r_i rho_i - (V rho)_i + p_i (u_i - <p_i, u_i>)) / tau, u_i = r_i alpha_i - (V alpha)_i,
+    V = dloss/dD + its transpose, r = V 1; the diversity's gradient is computed in its forward call.
 """
 import torch
 import triton
 import triton.language as tl
+
+from ddkernels._tensors import accumulate_dtype
 
 PRECISION = "ieee"
 BLOCK_L = 256           # row-statistics kernels: elements of a sample per step
@@ -164,8 +167,8 @@ def _row_terms(x_ptr, rho_ptr, alpha_ptr, v_rho_ptr, v_alpha_ptr, row, k, mask, 
 
 @triton.jit
 def _pairwise_bwd_rows_kernel(x_ptr, lse_ptr, r_ptr, rho_ptr, alpha_ptr, v_rho_ptr, v_alpha_ptr, grad_ptr,
-                              upstream_ptr, length, inv_tau: tl.float64, BLOCK_L: tl.constexpr):
-    """grad_i = upstream * (r_i rho_i - (V rho)_i + p_i (u_i - <p_i, u_i>)) / tau."""
+                              length, inv_tau: tl.float64, BLOCK_L: tl.constexpr):
+    """grad_i = (r_i rho_i - (V rho)_i + p_i (u_i - <p_i, u_i>)) / tau."""
     i = tl.program_id(0)
     row = i.to(tl.int64) * length
     lse = tl.load(lse_ptr + i)
@@ -177,17 +180,16 @@ def _pairwise_bwd_rows_kernel(x_ptr, lse_ptr, r_ptr, rho_ptr, alpha_ptr, v_rho_p
         p, u, _ = _row_terms(x_ptr, rho_ptr, alpha_ptr, v_rho_ptr, v_alpha_ptr, row, k, mask, lse, r, inv_tau)
         inner += tl.where(mask, p * u, 0.0)
     s = tl.sum(inner, axis=0)
-    factor = tl.load(upstream_ptr).to(tl.float64) * inv_tau
     for k0 in range(0, length, BLOCK_L):
         k = k0 + tl.arange(0, BLOCK_L)
         mask = k < length
         p, u, direct = _row_terms(x_ptr, rho_ptr, alpha_ptr, v_rho_ptr, v_alpha_ptr, row, k, mask, lse, r, inv_tau)
-        grad = (direct + p * (u - s)) * factor
+        grad = (direct + p * (u - s)) * inv_tau
         tl.store(grad_ptr + row + k, grad.to(grad_ptr.dtype.element_ty), mask=mask)
 
 
-def prepare(x2, tau):
-    """(rho, alpha, g, lse, norms) of the samples x2 (contiguous [S, L] float64); norms are not needed here."""
+def _prepare(x2, tau):
+    """(rho, alpha, g, lse) of the samples x2 (contiguous [S, L] float64)."""
     samples, length = x2.shape
     device = x2.device
     lse = torch.empty(samples, dtype=torch.float64, device=device)
@@ -200,11 +202,11 @@ def prepare(x2, tau):
     _pairwise_column_means_kernel[(triton.cdiv(length, BLOCK_L),)](x2, lse, mean_l, mean_p, samples, length, inv_tau,
                                                                   BLOCK_L=BLOCK_L)
     _pairwise_center_kernel[(samples,)](x2, lse, mean_l, mean_p, rho, alpha, g, length, inv_tau, BLOCK_L=BLOCK_L)
-    return rho, alpha, g, lse, None
+    return rho, alpha, g, lse
 
 
-def epilogue(rho, alpha, g, with_matrix, weight_scale):
-    """(sum over i != j of exp(-D_ij) as a 0-d tensor, D or None, V or None, row sums of V or None)."""
+def _products(rho, alpha, g, with_matrix, weight_scale):
+    """(sum over i != j of exp(-D_ij) as a 0-d tensor, D or None, V = weight_scale exp(-D) or None)."""
     samples, length = rho.shape
     n_blocks = triton.cdiv(samples, BLOCK_S)
     partial = torch.empty(n_blocks * n_blocks, dtype=torch.float64, device=rho.device)
@@ -216,18 +218,49 @@ def epilogue(rho, alpha, g, with_matrix, weight_scale):
         length, n_blocks, 0.0 if weight_scale is None else weight_scale,
         WITH_MATRIX=with_matrix, WITH_WEIGHTS=weights is not None, BLOCK_S=BLOCK_S, BLOCK_K=BLOCK_K,
         PRECISION=PRECISION)
-    row_sums = weights.sum(1, dtype=torch.float64) if weights is not None else None
-    return partial.sum(dtype=torch.float64), d, weights, row_sums
+    return partial.sum(dtype=torch.float64), d, weights
 
 
-def gradient(x2, tau, rho, alpha, lse, weights, row_sums, upstream, shape, dtype):
-    """upstream * dloss/dx for symmetric weights V, shaped ``shape`` of ``dtype``."""
+def _gradient(x2, tau, rho, alpha, lse, weights, shape, dtype):
+    """dloss/dx for symmetric weights V, shaped ``shape`` of ``dtype``."""
     samples, length = x2.shape
+    row_sums = weights.sum(1, dtype=torch.float64)
     v_rho, v_alpha = torch.empty_like(rho), torch.empty_like(rho)
     grid = (triton.cdiv(length, BLOCK_K), triton.cdiv(samples, BLOCK_S))
     _pairwise_bwd_products_kernel[grid](weights, rho, alpha, v_rho, v_alpha, samples, length,
                                         BLOCK_S=BLOCK_S, BLOCK_K=BLOCK_K, PRECISION=PRECISION)
     grad = torch.empty(shape, dtype=dtype, device=x2.device)
-    _pairwise_bwd_rows_kernel[(samples,)](x2, lse, row_sums, rho, alpha, v_rho, v_alpha, grad, upstream, length,
-                                          1.0 / tau, BLOCK_L=BLOCK_L)
+    _pairwise_bwd_rows_kernel[(samples,)](x2, lse, row_sums, rho, alpha, v_rho, v_alpha, grad, length, 1.0 / tau,
+                                          BLOCK_L=BLOCK_L)
     return grad
+
+
+def _samples(x):
+    return x.reshape(x.shape[0], -1).to(torch.float64).contiguous()
+
+
+def pairwise_skl_diversity(x, tau, compute_grad):
+    """(the mean over i != j of exp(-D_ij), dloss/dx or an empty tensor), both of x's accumulate dtype."""
+    x2 = _samples(x)
+    rho, alpha, g, lse = _prepare(x2, tau)
+    pairs = x.shape[0] * (x.shape[0] - 1)
+    # V = 2 dloss/dD (D and its weights are symmetric), dloss/dD_ij = -exp(-D_ij) / pairs.
+    total, _, weights = _products(rho, alpha, g, False, -2.0 / pairs if compute_grad else None)
+    loss = (total / pairs).to(accumulate_dtype(x.dtype))
+    if not compute_grad:
+        return loss, x.new_empty(0, dtype=accumulate_dtype(x.dtype))
+    return loss, _gradient(x2, tau, rho, alpha, lse, weights, x.shape, accumulate_dtype(x.dtype))
+
+
+def pairwise_skl_matrix(x, tau):
+    """D [S, S] of x's accumulate dtype."""
+    rho, alpha, g, _ = _prepare(_samples(x), tau)
+    return _products(rho, alpha, g, True, None)[1].to(accumulate_dtype(x.dtype))
+
+
+def pairwise_skl_matrix_backward(x, tau, grad_d):
+    """dloss/dx of x's dtype and shape for dloss/dD = grad_d."""
+    x2 = _samples(x)
+    rho, alpha, _, lse = _prepare(x2, tau)
+    weights = (grad_d + grad_d.t()).to(torch.float64).contiguous()
+    return _gradient(x2, tau, rho, alpha, lse, weights, x.shape, x.dtype)

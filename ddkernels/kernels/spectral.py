@@ -2,10 +2,11 @@
 
     S_k = c sum_t x_t (cos - i sin)(2 pi k t / T),  k = 0 .. T/2  (c: 1, 1/sqrt(T) or 1/T by norm)
     L1: loss = mean_k |S(x - y)_k| or mean_k ||S(x)_k| - |S(y)_k||;  KL: see ddkernels.ops.spectral_kl
-    backward: dloss/dx_t = sum_k Re(G_k e^{+2 pi i k t / T}) with G = c dloss/dS, again a product with the basis.
-The forward kernels compute the loss and G in one pass (G only when a gradient is needed); the backward kernel
-turns G into the gradient, scaled by the upstream gradient read from memory. Above DENSE_MAX_LENGTH the spectra
-come from cuFFT (torch.fft) and the same kernels run only their epilogue; the adjoint is then torch.fft.irfft.
+    gradient: dloss/dx_t = sum_k Re(G_k e^{+2 pi i k t / T}) with G = c dloss/dS, again a product with the basis.
+The forward kernels compute the loss and G in one pass (G only when a gradient is needed), and the adjoint kernel
+turns G into dloss/dx, all in the forward call (the op's backward only scales it). Above DENSE_MAX_LENGTH the
+spectra come from cuFFT (torch.fft) and the same kernels run only their epilogue; the adjoint is then
+torch.fft.irfft.
 """
 import functools
 import math
@@ -14,8 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ddkernels._backend import accumulate_dtype
-from ddkernels.ops._common import as_3d
+from ddkernels._tensors import accumulate_dtype, as_3d
 
 DENSE_MAX_LENGTH = 1024
 PRECISION = "tf32x3"
@@ -257,17 +257,18 @@ def _spectral_kl_fwd_kernel(
 
 @triton.jit
 def _spectral_adjoint_kernel(
-    g_ptr, cos_ptr, sin_ptr, out_ptr, upstream_ptr, n_rows, inner, length, n_bins, g_so, g_sk,
+    g_ptr, cos_ptr, sin_ptr, out_ptr, n_rows, inner, length, n_bins, g_ss, g_so, g_sk, out_ss,
     BLOCK_R: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """out[row, t] = upstream * sum_k (Re G_k cos(2 pi k t / T) - Im G_k sin(2 pi k t / T)), out contiguous."""
+    """out[slot, row, t] = sum_k (Re G_k cos(2 pi k t / T) - Im G_k sin(2 pi k t / T)), out contiguous."""
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     t = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)
+    slot = tl.program_id(2).to(tl.int64)
     rows_ok = rows < n_rows
     t_ok = t < length
     t64 = t.to(tl.int64)
     o, i = rows // inner, rows % inner
-    g_row = o * g_so + i * 2
+    g_row = slot * g_ss + o * g_so + i * 2
     acc = tl.zeros([BLOCK_R, BLOCK_T], dtype=tl.float32)
     for k0 in range(0, n_bins, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
@@ -282,8 +283,7 @@ def _spectral_adjoint_kernel(
         sin = tl.load(sin_ptr + basis, mask=basis_mask, other=0.0)
         acc = tl.dot(g_re, cos, acc, input_precision=PRECISION)
         acc = tl.dot(g_im, sin, acc, input_precision=PRECISION)
-    acc *= tl.load(upstream_ptr).to(tl.float32)
-    out = out_ptr + (o * length * inner + i)[:, None] + t64[None, :] * inner
+    out = out_ptr + slot * out_ss + (o * length * inner + i)[:, None] + t64[None, :] * inner
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=rows_ok[:, None] & t_ok[None, :])
 
 
@@ -332,9 +332,9 @@ def _finish(partial, n_programs, scale, like):
     return loss
 
 
-def spectral_l1_forward(input, target, dim, amplitude, norm_scale, grad_first, grad_second):
-    """(loss, G): G [slots, outer, bins, inner, 2], a slot per argument that needs a gradient (complex: one G,
-    for the spectrum of input - target, serves both)."""
+def spectral_l1(input, target, dim, amplitude, norm_scale, grad_first, grad_second):
+    """(loss, grads): grads [slots, *shape] = dloss/d(argument), a slot per argument that needs a gradient (the
+    complex loss has one slot, dloss/dinput, whenever either needs one: dloss/dtarget is its negative)."""
     if not amplitude:
         grad_first, grad_second = grad_first or grad_second, False
     x, y, outer, length, inner, n_bins, g = _launch_setup(input, target, dim, int(grad_first) + int(grad_second))
@@ -362,12 +362,13 @@ def spectral_l1_forward(input, target, dim, amplitude, norm_scale, grad_first, g
         AMPLITUDE=amplitude, FROM_SPECTRUM=not dense, GRAD_FIRST=grad_first, GRAD_SECOND=grad_second,
         BLOCK_R=BLOCK_R, BLOCK_K=BLOCK_K, BLOCK_T=BLOCK_T, PRECISION=PRECISION, **LAUNCH,
     )
-    return _finish(partial, n_programs, 1.0 / count, input), g
+    return _finish(partial, n_programs, 1.0 / count, input), _adjoint(g, input.shape, dim, input.dtype)
 
 
-def spectral_kl_forward(student, teacher, dim, tau, grad_first, grad_second):
-    """(loss, G): G [slots, outer, bins, inner, 2], a slot per argument that needs a gradient (student first).
-    The kernel keeps both spectra in two slots between its passes; the slots not needed are dropped."""
+def spectral_kl(student, teacher, dim, tau, grad_first, grad_second):
+    """(loss, grads): grads [slots, *shape] = dloss/d(argument), a slot per argument that needs a gradient
+    (student first). The kernel keeps both spectra in two slots of G between its passes; the slots not needed are
+    dropped before the adjoint."""
     s, t, outer, length, inner, n_bins, g = _launch_setup(student, teacher, dim, 2)
     n_rows = outer * inner
     count = n_rows * (length // 2)
@@ -393,7 +394,7 @@ def spectral_kl_forward(student, teacher, dim, tau, grad_first, grad_second):
         BLOCK_R=BLOCK_R, BLOCK_K=BLOCK_K, BLOCK_T=BLOCK_T, PRECISION=PRECISION, **LAUNCH,
     )
     loss = _finish(partial, n_programs, 1.0 / count, student)
-    return loss, g[:int(grad_first) + int(grad_second)]
+    return loss, _adjoint(g[:int(grad_first) + int(grad_second)], student.shape, dim, student.dtype)
 
 
 def _hermitian_weights(n_bins, length, device):
@@ -405,21 +406,24 @@ def _hermitian_weights(n_bins, length, device):
     return w
 
 
-def spectral_adjoint(g, upstream, shape, dim, dtype):
-    """dloss/dx = upstream * adjoint rfft of G (one slot, [outer, bins, inner, 2]), shaped and typed like x."""
-    outer, n_bins, inner, _ = g.shape
+def _adjoint(g, shape, dim, dtype):
+    """dloss/dx [slots, *shape] (float32; float64 for float64 inputs) from G [slots, outer, bins, inner, 2]."""
+    slots, outer, n_bins, inner, _ = g.shape
     length = shape[dim]
     if not _dense(length):
         weights = _hermitian_weights(n_bins, length, g.device)[:, None]
         spectrum = torch.view_as_complex(g) * weights
-        grad = torch.fft.irfft(spectrum, n=length, dim=1, norm="forward") * upstream.float()
-        return grad.reshape(shape).to(dtype)
+        grads = torch.fft.irfft(spectrum, n=length, dim=2, norm="forward").reshape(slots, *shape)
+        return grads.to(accumulate_dtype(dtype))
+    grads = torch.empty((slots, *shape), dtype=torch.float32, device=g.device)
+    if slots == 0:
+        return grads.to(accumulate_dtype(dtype))
     cos, sin = _basis(length, g.device)
-    out = torch.empty(shape, dtype=dtype, device=g.device)
     n_rows = outer * inner
-    grid = (triton.cdiv(n_rows, BLOCK_R), triton.cdiv(length, ADJOINT_BLOCK_T))
+    grid = (triton.cdiv(n_rows, BLOCK_R), triton.cdiv(length, ADJOINT_BLOCK_T), slots)
     _spectral_adjoint_kernel[grid](
-        g, cos, sin, out, upstream, n_rows, inner, length, n_bins, n_bins * inner * 2, inner * 2,
-        BLOCK_R=BLOCK_R, BLOCK_T=ADJOINT_BLOCK_T, BLOCK_K=ADJOINT_BLOCK_K, PRECISION=PRECISION, **LAUNCH,
+        g, cos, sin, grads, n_rows, inner, length, n_bins, g.stride(0), n_bins * inner * 2, inner * 2,
+        grads.stride(0), BLOCK_R=BLOCK_R, BLOCK_T=ADJOINT_BLOCK_T, BLOCK_K=ADJOINT_BLOCK_K, PRECISION=PRECISION,
+        **LAUNCH,
     )
-    return out
+    return grads.to(accumulate_dtype(dtype))

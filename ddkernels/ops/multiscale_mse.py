@@ -4,15 +4,14 @@
     dloss/dinput_t = sum_s 2 w_s / (count_s * s) * p_{s, t // s}   (steps in a dropped remainder get 0),
     dloss/dtarget = -dloss/dinput. The gradient is computed in the forward pass and scaled in backward.
 """
-from typing import List, Tuple
-
 import torch
 from torch import Tensor
 
 from ddkernels import reference
-from ddkernels._backend import accumulate_dtype, cpu_extension, resolve
+from ddkernels._backend import launchers, resolve
+from ddkernels._tensors import accumulate_dtype
 from ddkernels._validation import check_length, check_pair, check_scales, check_weights, normalize_dim
-from ddkernels.ops._common import DTYPE_CODES, as_3d, plain_eager, scale_gradient
+from ddkernels.ops._library import define, scale_gradient
 
 KERNELS = ("triton", "cpu")
 
@@ -39,41 +38,17 @@ def multiscale_mse_loss(input, target, dim=1, scales=(1, 2, 4, 8), weights=None)
     weight_tensor = weights if isinstance(weights, Tensor) else None
     weight_values = weights if weight_tensor is None else tuple(weight_tensor.detach().tolist())
     compute_grad = torch.is_grad_enabled() and (input.requires_grad or target.requires_grad)
-    # torch.compile traces the registered op; eager calls skip the custom-op wrapper (about 30 us a call).
-    op = torch.ops.ddkernels.multiscale_mse if torch.compiler.is_compiling() else _MultiscaleMSEFunction.apply
-    loss, per_scale, _ = op(input, target, dim, list(scales), list(weight_values), backend, compute_grad)
+    loss, per_scale, _ = _multiscale_mse(input, target, dim, list(scales), list(weight_values), backend, compute_grad)
     if weight_tensor is not None and weight_tensor.requires_grad:
         loss = loss + ((weight_tensor - weight_tensor.detach()) * per_scale).sum().to(loss.dtype)
     return loss
 
 
-def _cpu_forward(input, target, dim, scales, weights, compute_grad):
-    x, y = as_3d(input, dim), as_3d(target, dim)
-    grad = torch.empty(input.shape, dtype=input.dtype) if compute_grad else input.new_empty(0)
-    loss, per_scale = cpu_extension().multiscale_mse(
-        x.data_ptr(), y.data_ptr(), grad.data_ptr() if compute_grad else 0, DTYPE_CODES[input.dtype],
-        list(x.shape), list(x.stride()), list(y.stride()), scales, weights, torch.get_num_threads())
-    acc = accumulate_dtype(input.dtype)
-    return torch.tensor(loss, dtype=acc), torch.tensor(per_scale, dtype=acc), grad
+def _implementation(input, target, dim, scales, weights, backend, compute_grad):
+    return launchers(backend, "multiscale_mse").multiscale_mse(input, target, dim, scales, weights, compute_grad)
 
 
-def _forward(input, target, dim, scales, weights, backend, compute_grad):
-    if backend == "triton":
-        from ddkernels.kernels.multiscale_mse import multiscale_mse_forward
-        return multiscale_mse_forward(input, target, dim, scales, weights, compute_grad)
-    if backend == "cpu":
-        return _cpu_forward(input, target, dim, scales, weights, compute_grad)
-    raise ValueError(f"ddkernels::multiscale_mse: backend must be 'triton' or 'cpu', got {backend!r}")
-
-
-@torch.library.custom_op("ddkernels::multiscale_mse", mutates_args=())
-def _multiscale_mse_op(input: Tensor, target: Tensor, dim: int, scales: List[int], weights: List[float],
-                       backend: str, compute_grad: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    return _forward(input, target, dim, scales, weights, backend, compute_grad)
-
-
-@_multiscale_mse_op.register_fake
-def _(input, target, dim, scales, weights, backend, compute_grad):
+def _fake(input, target, dim, scales, weights, backend, compute_grad):
     acc = accumulate_dtype(input.dtype)
     grad = torch.empty(input.shape, dtype=input.dtype, device=input.device) if compute_grad else input.new_empty(0)
     return input.new_empty((), dtype=acc), input.new_empty((len(scales),), dtype=acc), grad
@@ -84,30 +59,18 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(per_scale, grad)
     ctx.set_materialize_grads(False)  # no zero-filled gradients for the non-differentiable outputs
     ctx.save_for_backward(grad)
+    ctx.dtype, ctx.backend = inputs[0].dtype, inputs[5]
 
 
 def _backward(ctx, grad_loss, grad_per_scale, grad_grad):
     if grad_loss is None:  # the loss took no part in what is differentiated
         return (None,) * 7
-    if torch.is_grad_enabled() and plain_eager(grad_loss):
-        raise RuntimeError("multiscale_mse_loss: double backward (create_graph=True) is not supported by the "
-                           "kernel backends; use backend 'reference' for higher-order gradients")
     (grad,) = ctx.saved_tensors
-    grad_input = scale_gradient(grad, grad_loss)
+    grad_input = scale_gradient(grad, grad_loss, ctx.dtype, ctx.backend)
     grad_target = -grad_input if ctx.needs_input_grad[1] else None
     return grad_input if ctx.needs_input_grad[0] else None, grad_target, None, None, None, None, None
 
 
-_multiscale_mse_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-class _MultiscaleMSEFunction(torch.autograd.Function):
-    """The registered op's forward and backward for eager calls."""
-
-    @staticmethod
-    def forward(ctx, input, target, dim, scales, weights, backend, compute_grad):
-        output = _forward(input, target, dim, scales, weights, backend, compute_grad)
-        _setup_context(ctx, None, output)
-        return output
-
-    backward = staticmethod(_backward)
+_multiscale_mse = define(
+    "multiscale_mse(Tensor input, Tensor target, int dim, int[] scales, float[] weights, str backend, "
+    "bool compute_grad) -> (Tensor, Tensor, Tensor)", _implementation, _fake, _setup_context, _backward)

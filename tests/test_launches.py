@@ -1,0 +1,62 @@
+"""The Triton (CUDA) path of every op reads nothing back to the host, so calls overlap with the training step and
+can be captured in CUDA graphs. Without a GPU this is checked in Triton's interpreter (with the kernel launches the
+README states); on a GPU by capturing forward and backward in a CUDA graph, which fails on any sync."""
+import pytest
+import torch
+
+import ddkernels
+from ddkernels import registry
+from ddkernels.bench import launches
+from helpers import INTERPRETED, rel_error
+
+# (forward, backward) launches of one call, the first tensor requiring grad: README.md, "Backends".
+LAUNCHES = {
+    "multiscale_mse": (2, 1),
+    "spectral_l1_complex": (3, 1),
+    "spectral_l1_amplitude": (3, 1),
+    "spectral_kl": (3, 1),
+    "pairwise_skl_diversity": (11, 1),
+    "pairwise_skl_matrix": (7, 9),
+}
+SHAPES = {False: (4, 96, 7), True: (8, 7, 96)}
+
+
+def test_every_op_is_listed():
+    assert set(LAUNCHES) == set(registry.OPS)
+
+
+def _captured_call(entry, tensors, upstream):
+    """Forward and backward captured in one CUDA graph, replayed; (output, gradient of the first tensor)."""
+    with ddkernels.use_backend("triton"):
+        stream = torch.cuda.Stream()  # warm-up on a side stream: compilation and caches outside the capture
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            output = entry(*tensors)
+            output.backward(torch.full_like(output, upstream))
+        torch.cuda.current_stream().wait_stream(stream)
+        tensors[0].grad = None
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            output = entry(*tensors)
+            output.backward(torch.full_like(output, upstream))
+    graph.replay()
+    torch.cuda.synchronize()
+    return output, tensors[0].grad
+
+
+@pytest.mark.parametrize("name", list(registry.OPS))
+@pytest.mark.parametrize("upstream", [1.0, -0.7])
+def test_no_host_reads(name, upstream):
+    entry = registry.OPS[name]
+    if INTERPRETED:
+        watches = launches.count(entry, SHAPES[entry.samples], upstream)
+        assert [w.host_reads for w in watches.values()] == [[], []]
+        assert (watches["forward"].launches, watches["backward"].launches) == LAUNCHES[name], watches
+        return
+    tensors = entry.make_inputs(SHAPES[entry.samples], torch.float32, "cuda")
+    output, grad = _captured_call(entry, tensors, upstream)
+    expected = [t.detach().clone().requires_grad_(t.requires_grad) for t in tensors]
+    with ddkernels.use_backend("triton"):
+        eager = entry(*expected)
+    eager.backward(torch.full_like(eager, upstream))
+    assert rel_error(output, eager) < 1e-6 and rel_error(grad, expected[0].grad) < 1e-6
