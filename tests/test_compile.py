@@ -17,7 +17,10 @@ def test_opcheck_multiscale(backend, compute_grad):
     x = randn((3, 20, 5), torch.float32, device).requires_grad_(compute_grad)
     y = randn((3, 20, 5), torch.float32, device)
     torch.library.opcheck(torch.ops.ddkernels.multiscale_mse.default,
-                          (x, y, 1, [1, 2, 4], [0.2, 0.3, 0.5], backend, compute_grad))
+                          (x, y, 1, [1, 2, 4], [0.2, 0.3, 0.5], None, backend, compute_grad))
+    weights = torch.tensor([0.2, 0.3, 0.5], device=device)
+    torch.library.opcheck(torch.ops.ddkernels.multiscale_mse.default,
+                          (x, y, 1, [1, 2, 4], [], weights, backend, compute_grad))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

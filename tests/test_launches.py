@@ -25,19 +25,19 @@ def test_every_op_is_listed():
     assert set(LAUNCHES) == set(registry.OPS)
 
 
-def _captured_call(entry, tensors, upstream):
+def _captured_call(function, tensors, upstream):
     """Forward and backward captured in one CUDA graph, replayed; (output, gradient of the first tensor)."""
     with ddkernels.use_backend("triton"):
         stream = torch.cuda.Stream()  # warm-up on a side stream: compilation and caches outside the capture
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            output = entry(*tensors)
+            output = function(*tensors)
             output.backward(torch.full_like(output, upstream))
         torch.cuda.current_stream().wait_stream(stream)
         tensors[0].grad = None
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            output = entry(*tensors)
+            output = function(*tensors)
             output.backward(torch.full_like(output, upstream))
     graph.replay()
     torch.cuda.synchronize()
@@ -59,4 +59,23 @@ def test_no_host_reads(name, upstream):
     with ddkernels.use_backend("triton"):
         eager = entry(*expected)
     eager.backward(torch.full_like(eager, upstream))
+    assert rel_error(output, eager) < 1e-6 and rel_error(grad, expected[0].grad) < 1e-6
+
+
+@pytest.mark.parametrize("scales", [(1, 2, 4, 8), (3, 1, 5)])
+def test_multiscale_weight_tensor_is_not_read_on_the_host(scales):
+    """Weights given as a tensor on the input's device (learnable scale weights) reach the kernels as they are."""
+    entry = registry.OPS["multiscale_mse"]
+    weights = torch.linspace(0.2, 0.9, len(scales), dtype=torch.float64).requires_grad_()
+    if INTERPRETED:
+        watches = launches.count(entry, SHAPES[False], -0.7, scales=scales, weights=weights)
+        assert [w.host_reads for w in watches.values()] == [[], []]
+        return
+    tensors = entry.make_inputs(SHAPES[False], torch.float32, "cuda")
+    weights = weights.detach().cuda()
+    output, grad = _captured_call(lambda *t: entry(*t, scales=scales, weights=weights), tensors, -0.7)
+    expected = [t.detach().clone().requires_grad_(t.requires_grad) for t in tensors]
+    with ddkernels.use_backend("triton"):
+        eager = entry(*expected, scales=scales, weights=weights.tolist())
+    eager.backward(torch.full_like(eager, -0.7))
     assert rel_error(output, eager) < 1e-6 and rel_error(grad, expected[0].grad) < 1e-6

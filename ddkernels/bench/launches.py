@@ -83,16 +83,16 @@ class LaunchWatch:
         return sum(self.triton.values()) + sum(self.aten.values())
 
 
-def count(entry, shape, upstream=-0.7):
-    """{"forward": LaunchWatch, "backward": LaunchWatch} of one call of the registry ``entry`` on the triton
-    backend, the first tensor requiring grad."""
+def count(entry, shape, upstream=-0.7, **kwargs):
+    """{"forward": LaunchWatch, "backward": LaunchWatch} of one call of the registry ``entry`` (with ``kwargs``) on
+    the triton backend, the first tensor requiring grad."""
     import ddkernels
     tensors = entry.make_inputs(shape, torch.float32, "cpu", requires_grad=(True, False))
     with ddkernels.use_backend("triton"):
-        entry(*tensors)  # caches (the cos/sin basis) filled outside the counted call
+        entry(*tensors, **kwargs)  # caches (the cos/sin basis) filled outside the counted call
         forward, backward = LaunchWatch(), LaunchWatch()
         with forward.active():
-            output = entry(*tensors)
+            output = entry(*tensors, **kwargs)
         grad_output = torch.full_like(output, upstream)
         with backward.active():
             output.backward(grad_output)

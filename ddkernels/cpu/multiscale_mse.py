@@ -7,7 +7,10 @@ from ddkernels.cpu import DTYPE_CODES, _C, threads
 
 
 def multiscale_mse(input, target, dim, scales, weights, compute_grad):
-    """(loss, per_scale_mse, grad_input), grad_input of the input's dtype, empty when not computed."""
+    """(loss, per_scale_mse, grad_input), grad_input of the input's dtype, empty when not computed; ``weights``:
+    floats, or a 1-d CPU tensor."""
+    if isinstance(weights, torch.Tensor):
+        weights = weights.tolist()
     x, y = as_3d(input, dim), as_3d(target, dim)
     grad = torch.empty(input.shape, dtype=input.dtype) if compute_grad else input.new_empty(0)
     loss, per_scale = _C.multiscale_mse(

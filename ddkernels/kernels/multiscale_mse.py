@@ -5,6 +5,8 @@
 One pass: each program walks tiles of [ROWS, BLOCK_I] (time x inner columns) of d, ROWS a multiple of every
 scale so no block crosses a tile; per scale a segmented scan gives each block's sum, gathered back to its
 steps. Partial sums of p^2 go to a [programs, 8] buffer that a second, single-program kernel reduces.
+Weights given as floats are folded into the kernels' scalar arguments; weights given as a device tensor are read
+by the kernels (WEIGHTS_IN_MEMORY), so the call never reads a device value on the host.
 """
 import functools
 import math
@@ -45,14 +47,32 @@ def _scale_term(d, r, t, valid, length, grad, acc, coef, S: tl.constexpr, BLOCK_
 
 @triton.jit
 def _multiscale_mse_fwd_kernel(
-    x_ptr, y_ptr, grad_ptr, partial_ptr,
+    x_ptr, y_ptr, grad_ptr, partial_ptr, weight_ptr,
     length, inner, x_so, x_st, x_si, y_so, y_st, y_si,
     n_col_blocks, n_splits, tiles_per_split, n_tiles,
     c0, c1, c2, c3, c4, c5, c6, c7,
     S0: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr, S3: tl.constexpr,
     S4: tl.constexpr, S5: tl.constexpr, S6: tl.constexpr, S7: tl.constexpr,
     ROWS: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_I: tl.constexpr, COMPUTE_GRAD: tl.constexpr,
+    WEIGHTS_IN_MEMORY: tl.constexpr,
 ):
+    """c_k: 2 w_k / (count_k s_k), or 2 / (count_k s_k) with w_k read from weight_ptr (WEIGHTS_IN_MEMORY)."""
+    if WEIGHTS_IN_MEMORY:
+        c0 = c0 * tl.load(weight_ptr + 0).to(tl.float32)
+        if S1 > 0:
+            c1 = c1 * tl.load(weight_ptr + 1).to(tl.float32)
+        if S2 > 0:
+            c2 = c2 * tl.load(weight_ptr + 2).to(tl.float32)
+        if S3 > 0:
+            c3 = c3 * tl.load(weight_ptr + 3).to(tl.float32)
+        if S4 > 0:
+            c4 = c4 * tl.load(weight_ptr + 4).to(tl.float32)
+        if S5 > 0:
+            c5 = c5 * tl.load(weight_ptr + 5).to(tl.float32)
+        if S6 > 0:
+            c6 = c6 * tl.load(weight_ptr + 6).to(tl.float32)
+        if S7 > 0:
+            c7 = c7 * tl.load(weight_ptr + 7).to(tl.float32)
     pid = tl.program_id(0)
     split = pid % n_splits
     rest = pid // n_splits
@@ -111,38 +131,42 @@ def _multiscale_mse_fwd_kernel(
 
 
 @triton.jit
-def _scale_mse(total, k, K: tl.constexpr, inv_count, weight, per_scale_ptr, loss):
+def _scale_mse(total, k, K: tl.constexpr, inv_count, weight, weight_ptr, per_scale_ptr, loss,
+               WEIGHTS_IN_MEMORY: tl.constexpr):
     mse = tl.sum(tl.where(k == K, total, 0.0)) * inv_count
     tl.store(per_scale_ptr + K, mse.to(per_scale_ptr.dtype.element_ty))
+    if WEIGHTS_IN_MEMORY:
+        weight = tl.load(weight_ptr + K).to(tl.float32)
     return loss + weight * mse
 
 
 @triton.jit
-def _multiscale_mse_reduce_kernel(partial_ptr, per_scale_ptr, loss_ptr, n_programs,
+def _multiscale_mse_reduce_kernel(partial_ptr, per_scale_ptr, loss_ptr, weight_ptr, n_programs,
                                   n0, n1, n2, n3, n4, n5, n6, n7, w0, w1, w2, w3, w4, w5, w6, w7,
-                                  NUM_SCALES: tl.constexpr, BLOCK_P: tl.constexpr):
-    """Sum the programs' partial sums; per_scale[k] = sum_k * n_k (n_k = 1 / count_k); loss = sum_k w_k per_scale[k]."""
+                                  NUM_SCALES: tl.constexpr, BLOCK_P: tl.constexpr, WEIGHTS_IN_MEMORY: tl.constexpr):
+    """Sum the programs' partial sums; per_scale[k] = sum_k * n_k (n_k = 1 / count_k); loss = sum_k w_k per_scale[k]
+    (w_k read from weight_ptr when WEIGHTS_IN_MEMORY)."""
     k = tl.arange(0, 8)
     total = tl.zeros([8], dtype=tl.float32)
     for start in range(0, n_programs, BLOCK_P):
         p = start + tl.arange(0, BLOCK_P)
         block = tl.load(partial_ptr + p[:, None] * 8 + k[None, :], mask=p[:, None] < n_programs, other=0.0)
         total += tl.sum(block, axis=0)
-    loss = _scale_mse(total, k, 0, n0, w0, per_scale_ptr, 0.0)
+    loss = _scale_mse(total, k, 0, n0, w0, weight_ptr, per_scale_ptr, 0.0, WEIGHTS_IN_MEMORY)
     if NUM_SCALES > 1:
-        loss = _scale_mse(total, k, 1, n1, w1, per_scale_ptr, loss)
+        loss = _scale_mse(total, k, 1, n1, w1, weight_ptr, per_scale_ptr, loss, WEIGHTS_IN_MEMORY)
     if NUM_SCALES > 2:
-        loss = _scale_mse(total, k, 2, n2, w2, per_scale_ptr, loss)
+        loss = _scale_mse(total, k, 2, n2, w2, weight_ptr, per_scale_ptr, loss, WEIGHTS_IN_MEMORY)
     if NUM_SCALES > 3:
-        loss = _scale_mse(total, k, 3, n3, w3, per_scale_ptr, loss)
+        loss = _scale_mse(total, k, 3, n3, w3, weight_ptr, per_scale_ptr, loss, WEIGHTS_IN_MEMORY)
     if NUM_SCALES > 4:
-        loss = _scale_mse(total, k, 4, n4, w4, per_scale_ptr, loss)
+        loss = _scale_mse(total, k, 4, n4, w4, weight_ptr, per_scale_ptr, loss, WEIGHTS_IN_MEMORY)
     if NUM_SCALES > 5:
-        loss = _scale_mse(total, k, 5, n5, w5, per_scale_ptr, loss)
+        loss = _scale_mse(total, k, 5, n5, w5, weight_ptr, per_scale_ptr, loss, WEIGHTS_IN_MEMORY)
     if NUM_SCALES > 6:
-        loss = _scale_mse(total, k, 6, n6, w6, per_scale_ptr, loss)
+        loss = _scale_mse(total, k, 6, n6, w6, weight_ptr, per_scale_ptr, loss, WEIGHTS_IN_MEMORY)
     if NUM_SCALES > 7:
-        loss = _scale_mse(total, k, 7, n7, w7, per_scale_ptr, loss)
+        loss = _scale_mse(total, k, 7, n7, w7, weight_ptr, per_scale_ptr, loss, WEIGHTS_IN_MEMORY)
     tl.store(loss_ptr, loss.to(loss_ptr.dtype.element_ty))
 
 
@@ -181,7 +205,8 @@ def _program_grid(outer, n_col_blocks, n_tiles, device):
 
 
 def multiscale_mse(input, target, dim, scales, weights, compute_grad):
-    """(loss, per_scale_mse, grad_input) of the multi-scale MSE, grad_input empty when not computed."""
+    """(loss, per_scale_mse, grad_input) of the multi-scale MSE, grad_input empty when not computed; ``weights``:
+    floats, or a 1-d tensor on the input's device (read by the kernels)."""
     x, y = as_3d(input, dim), as_3d(target, dim)
     outer, length, inner = x.shape
     rows, block_t, block_i = _tile_shape(length, inner, scales)
@@ -189,25 +214,27 @@ def multiscale_mse(input, target, dim, scales, weights, compute_grad):
     n_tiles = triton.cdiv(length, rows)
     n_splits, tiles_per_split = _program_grid(outer, n_col_blocks, n_tiles, input.device)
     n_programs = outer * n_col_blocks * n_splits
+    in_memory = isinstance(weights, torch.Tensor)
+    host_weights = [1.0] * len(scales) if in_memory else list(weights)
+    weight_arg = weights.detach() if in_memory else x
     counts = [outer * inner * (length // s) for s in scales]
-    coefs = [2.0 * w / (c * s) for w, c, s in zip(weights, counts, scales)]
+    coefs = [2.0 * w / (c * s) for w, c, s in zip(host_weights, counts, scales)]
+    padding = [0.0] * (MAX_SCALES - len(scales))
     padded_scales = list(scales) + [0] * (MAX_SCALES - len(scales))
-    padded_coefs = coefs + [0.0] * (MAX_SCALES - len(scales))
     grad = torch.empty(input.shape, dtype=input.dtype, device=input.device) if compute_grad else input.new_empty(0)
     partial = torch.empty((n_programs, 8), dtype=torch.float32, device=input.device)
     _multiscale_mse_fwd_kernel[(n_programs,)](
-        x, y, grad if compute_grad else x, partial,
+        x, y, grad if compute_grad else x, partial, weight_arg,
         length, inner, *x.stride(), *y.stride(),
         n_col_blocks, n_splits, tiles_per_split, n_tiles,
-        *padded_coefs, *padded_scales,
-        ROWS=rows, BLOCK_T=block_t, BLOCK_I=block_i, COMPUTE_GRAD=compute_grad,
+        *coefs, *padding, *padded_scales,
+        ROWS=rows, BLOCK_T=block_t, BLOCK_I=block_i, COMPUTE_GRAD=compute_grad, WEIGHTS_IN_MEMORY=in_memory,
         num_warps=4 if block_t * block_i <= 4096 else 8,
     )
     acc = accumulate_dtype(input.dtype)
-    padding = [0.0] * (MAX_SCALES - len(scales))
     per_scale = torch.empty(len(scales), dtype=acc, device=input.device)
     loss = torch.empty((), dtype=acc, device=input.device)
-    _multiscale_mse_reduce_kernel[(1,)](partial, per_scale, loss, n_programs,
-                                        *[1.0 / c for c in counts], *padding, *weights, *padding,
-                                        NUM_SCALES=len(scales), BLOCK_P=128)
+    _multiscale_mse_reduce_kernel[(1,)](partial, per_scale, loss, weight_arg, n_programs,
+                                        *[1.0 / c for c in counts], *padding, *host_weights, *padding,
+                                        NUM_SCALES=len(scales), BLOCK_P=128, WEIGHTS_IN_MEMORY=in_memory)
     return loss, per_scale, grad

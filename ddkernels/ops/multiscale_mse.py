@@ -36,19 +36,23 @@ def multiscale_mse_loss(input, target, dim=1, scales=(1, 2, 4, 8), weights=None)
     if backend == "reference":
         return reference.multiscale_mse_loss(input, target, dim, scales, weights)
     weight_tensor = weights if isinstance(weights, Tensor) else None
-    weight_values = weights if weight_tensor is None else tuple(weight_tensor.detach().tolist())
+    # A weight tensor on the input's device goes to the kernels as it is (no host read); floats as floats.
+    on_device = weight_tensor is not None and weight_tensor.device == input.device
+    weight_values = [] if on_device else list(weights if weight_tensor is None else weight_tensor.detach().tolist())
     compute_grad = torch.is_grad_enabled() and (input.requires_grad or target.requires_grad)
-    loss, per_scale, _ = _multiscale_mse(input, target, dim, list(scales), list(weight_values), backend, compute_grad)
+    loss, per_scale, _ = _multiscale_mse(input, target, dim, list(scales), weight_values,
+                                         weight_tensor.detach() if on_device else None, backend, compute_grad)
     if weight_tensor is not None and weight_tensor.requires_grad:
         loss = loss + ((weight_tensor - weight_tensor.detach()) * per_scale).sum().to(loss.dtype)
     return loss
 
 
-def _implementation(input, target, dim, scales, weights, backend, compute_grad):
-    return launchers(backend, "multiscale_mse").multiscale_mse(input, target, dim, scales, weights, compute_grad)
+def _implementation(input, target, dim, scales, weights, weight_tensor, backend, compute_grad):
+    return launchers(backend, "multiscale_mse").multiscale_mse(
+        input, target, dim, scales, weights if weight_tensor is None else weight_tensor, compute_grad)
 
 
-def _fake(input, target, dim, scales, weights, backend, compute_grad):
+def _fake(input, target, dim, scales, weights, weight_tensor, backend, compute_grad):
     acc = accumulate_dtype(input.dtype)
     grad = torch.empty(input.shape, dtype=input.dtype, device=input.device) if compute_grad else input.new_empty(0)
     return input.new_empty((), dtype=acc), input.new_empty((len(scales),), dtype=acc), grad
@@ -59,18 +63,18 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(per_scale, grad)
     ctx.set_materialize_grads(False)  # no zero-filled gradients for the non-differentiable outputs
     ctx.save_for_backward(grad)
-    ctx.dtype, ctx.backend = inputs[0].dtype, inputs[5]
+    ctx.dtype, ctx.backend = inputs[0].dtype, inputs[6]
 
 
 def _backward(ctx, grad_loss, grad_per_scale, grad_grad):
     if grad_loss is None:  # the loss took no part in what is differentiated
-        return (None,) * 7
+        return (None,) * 8
     (grad,) = ctx.saved_tensors
     grad_input = scale_gradient(grad, grad_loss, ctx.dtype, ctx.backend)
     grad_target = -grad_input if ctx.needs_input_grad[1] else None
-    return grad_input if ctx.needs_input_grad[0] else None, grad_target, None, None, None, None, None
+    return grad_input if ctx.needs_input_grad[0] else None, grad_target, None, None, None, None, None, None
 
 
 _multiscale_mse = define(
-    "multiscale_mse(Tensor input, Tensor target, int dim, int[] scales, float[] weights, str backend, "
-    "bool compute_grad) -> (Tensor, Tensor, Tensor)", _implementation, _fake, _setup_context, _backward)
+    "multiscale_mse(Tensor input, Tensor target, int dim, int[] scales, float[] weights, Tensor? weight_tensor, "
+    "str backend, bool compute_grad) -> (Tensor, Tensor, Tensor)", _implementation, _fake, _setup_context, _backward)
