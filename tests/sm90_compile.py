@@ -23,6 +23,7 @@ import tempfile
 
 import triton
 from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import get_ptxas
 from triton.compiler import ASTSource
 
 from ddkernels.kernels import multiscale_mse, pairwise_skl, spectral
@@ -35,20 +36,20 @@ SASS_TENSOR_CORE = re.compile(r"\b(HGMMA|HMMA|DMMA|IMMA|IGMMA|QGMMA)\.")
 PTX_TENSOR_CORE = re.compile(r"\b(wgmma\.mma_async|mma\.sync)\b")
 
 
-def _bundled_tool(name):
-    """Path of a CUDA binary tool: the one Triton ships, else one on PATH, else None."""
-    bundled = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
-    return bundled if os.access(bundled, os.X_OK) else shutil.which(name)
+def _cuda_tool(name):
+    """Path of a CUDA binary as Triton finds it (its bundled copy, or TRITON_<NAME>_PATH), else on PATH, else None."""
+    try:
+        return getattr(triton.knobs.nvidia, name).path
+    except RuntimeError:
+        return shutil.which(name)
 
 
 class Resources:
     """Registers, local memory, shared memory and tensor-core instructions of compiled kernels."""
 
     def __init__(self):
-        self.cuobjdump = _bundled_tool("cuobjdump")
-        self.ptxas = _bundled_tool("ptxas")
-        if self.cuobjdump is None and self.ptxas is None:
-            raise RuntimeError("neither cuobjdump nor ptxas found (Triton's backends/nvidia/bin, PATH)")
+        self.cuobjdump = _cuda_tool("cuobjdump")
+        self.ptxas = get_ptxas(TARGET.arch).path  # the one Triton compiles with: it accepts Triton's PTX
         self.source = ("SASS and resource usage of the cubin (cuobjdump)" if self.cuobjdump else
                        "ptxas -v on the PTX, and the PTX's mma/wgmma instructions (no cuobjdump here)")
 
