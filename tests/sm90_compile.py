@@ -106,8 +106,6 @@ def pairwise_types(grad):
     def types(name):
         if name == "grad_ptr":
             return "*" + grad
-        if name == "upstream_ptr":
-            return "*fp32"
         if name.endswith("_ptr"):
             return "*fp64"
         return "fp64" if name in ("inv_tau", "scale") else "i32"
@@ -128,7 +126,7 @@ def variants():
     """(kernel, argument types, constexprs, label, launch options) of every variant the host code launches."""
     tiles = dict(BLOCK_R=spectral.BLOCK_R, BLOCK_K=spectral.BLOCK_K, BLOCK_T=spectral.BLOCK_T,
                  PRECISION=spectral.PRECISION)
-    # The multiscale tiles of the issue shapes, and their warps as multiscale_mse_forward picks them.
+    # The multiscale tiles of the issue shapes, with the warps the launcher picks for them.
     multiscale_tiles = sorted({multiscale_mse._tile_shape(length, inner, SCALES)
                                for _, length, inner in MULTISCALE_SHAPES})
     padded_scales = dict(zip([f"S{i}" for i in range(multiscale_mse.MAX_SCALES)],
@@ -143,17 +141,23 @@ def variants():
             yield (spectral._spectral_kl_fwd_kernel, spectral_types(data),
                    dict(tiles, FROM_SPECTRUM=from_spectrum, GRAD_FIRST=first, GRAD_SECOND=second),
                    f"spectral_kl {data} from_spectrum={from_spectrum} grads=({first},{second})", spectral.LAUNCH)
-        yield (spectral._spectral_adjoint_kernel, spectral_types(data),
-               dict(BLOCK_R=spectral.BLOCK_R, BLOCK_T=spectral.ADJOINT_BLOCK_T, BLOCK_K=spectral.ADJOINT_BLOCK_K,
-                    PRECISION=spectral.PRECISION), f"spectral_adjoint {data}", spectral.LAUNCH)
-        for (rows, block_t, block_i), compute_grad in itertools.product(multiscale_tiles, [False, True]):
+        # Weights as floats for every tile; weights in memory (a device tensor) on the first tile.
+        multiscale = [(tile, grad, False) for tile, grad in itertools.product(multiscale_tiles, [False, True])]
+        for (rows, block_t, block_i), compute_grad, in_memory in multiscale + [(multiscale_tiles[0], True, True)]:
             yield (multiscale_mse._multiscale_mse_fwd_kernel, multiscale_types(data),
-                   dict(padded_scales, ROWS=rows, BLOCK_T=block_t, BLOCK_I=block_i, COMPUTE_GRAD=compute_grad),
-                   f"multiscale_mse {data} tile={rows}x{block_t}x{block_i} grad={compute_grad}",
-                   dict(num_warps=4 if block_t * block_i <= 4096 else 8))
+                   dict(padded_scales, ROWS=rows, BLOCK_T=block_t, BLOCK_I=block_i, COMPUTE_GRAD=compute_grad,
+                        WEIGHTS_IN_MEMORY=in_memory),
+                   f"multiscale_mse {data} tile={rows}x{block_t}x{block_i} grad={compute_grad} "
+                   f"weights_in_memory={in_memory}", dict(num_warps=multiscale_mse._num_warps(block_t, block_i)))
+    # The adjoint reads G and writes dloss/dx in float32 for every input dtype.
+    yield (spectral._spectral_adjoint_kernel, spectral_types("fp32"),
+           dict(BLOCK_R=spectral.BLOCK_R, BLOCK_T=spectral.ADJOINT_BLOCK_T, BLOCK_K=spectral.ADJOINT_BLOCK_K,
+                PRECISION=spectral.PRECISION), "spectral_adjoint", spectral.LAUNCH)
     yield spectral._sum_kernel, spectral_types("fp32"), dict(BLOCK=256), "spectral sum", None
-    yield (multiscale_mse._multiscale_mse_reduce_kernel, multiscale_types("fp32"),
-           dict(NUM_SCALES=len(SCALES), BLOCK_P=128), "multiscale reduce", None)
+    for in_memory in (False, True):
+        yield (multiscale_mse._multiscale_mse_reduce_kernel, multiscale_types("fp32"),
+               dict(NUM_SCALES=len(SCALES), BLOCK_P=128, WEIGHTS_IN_MEMORY=in_memory),
+               f"multiscale reduce weights_in_memory={in_memory}", None)
     rows = dict(BLOCK_L=pairwise_skl.BLOCK_L)
     for kernel in (pairwise_skl._pairwise_row_lse_kernel, pairwise_skl._pairwise_column_means_kernel,
                    pairwise_skl._pairwise_center_kernel):

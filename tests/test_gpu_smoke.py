@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import ddkernels
-from ddkernels import reference
+from ddkernels import registry
 from helpers import rel_error
 
 pytestmark = pytest.mark.gpu_smoke
@@ -54,15 +54,13 @@ PAIRWISE_CASES = [
     (33, 2, 3),
 ]
 
-# name: (op, reference, keyword arguments)
+# name: (registry entry, keyword arguments beyond the entry's own)
 LOSSES = {
-    "spectral_l1-complex": (ddkernels.spectral_l1_loss, reference.spectral_l1_loss, dict(mode="complex")),
-    "spectral_l1-amplitude-ortho": (ddkernels.spectral_l1_loss, reference.spectral_l1_loss,
-                                    dict(mode="amplitude", norm="ortho")),
-    "spectral_kl": (ddkernels.spectral_kl_loss, reference.spectral_kl_loss, dict(tau=0.5)),
-    "multiscale_mse": (ddkernels.multiscale_mse_loss, reference.multiscale_mse_loss, dict()),
-    "multiscale_mse-weighted-1-3-5": (ddkernels.multiscale_mse_loss, reference.multiscale_mse_loss,
-                                      dict(scales=(1, 3, 5), weights=(0.2, 0.3, 0.5))),
+    "spectral_l1-complex": (registry.OPS["spectral_l1_complex"], {}),
+    "spectral_l1-amplitude-ortho": (registry.OPS["spectral_l1_amplitude"], dict(norm="ortho")),
+    "spectral_kl": (registry.OPS["spectral_kl"], {}),
+    "multiscale_mse": (registry.OPS["multiscale_mse"], {}),
+    "multiscale_mse-weighted-1-3-5": (registry.OPS["multiscale_mse"], dict(scales=(1, 3, 5), weights=(0.2, 0.3, 0.5))),
 }
 # Which arguments require grad: both (distillation), the first (a fixed target), none (evaluation).
 REQUIRES = {"both": (True, True), "first": (True, False), "none": (False, False)}
@@ -120,14 +118,14 @@ def _combinations(cases, names, requires, spectral_only_above=None):
 @pytest.mark.parametrize("name,shape,dim,transposed,requires,dtype",
                          _combinations(LOSS_CASES, LOSSES, list(REQUIRES), spectral_only_above=1024))
 def test_loss_matches_float64_reference(name, shape, dim, transposed, requires, dtype):
-    op, ref, kwargs = LOSSES[name]
+    entry, kwargs = LOSSES[name]
     inputs = [t.detach().requires_grad_(r) for t, r in zip(_loss_inputs(name, shape, dtype, transposed),
                                                               REQUIRES[requires])]
     with ddkernels.use_backend("triton"):
-        loss = op(*inputs, dim=dim, **kwargs)
+        loss = entry(*inputs, dim=dim, **kwargs)
     grads = _gradients(loss, inputs)
     ref_inputs = [t.detach().double().requires_grad_(t.requires_grad) for t in inputs]
-    expected = ref(*ref_inputs, dim=dim, **kwargs)
+    expected = entry.call_reference(*ref_inputs, dim=dim, **kwargs)
     _compare(loss, grads, expected, _gradients(expected, ref_inputs), dtype, joint_second=name == "spectral_kl")
 
 
@@ -135,14 +133,13 @@ def test_loss_matches_float64_reference(name, shape, dim, transposed, requires, 
                          _combinations([(shape,) for shape in PAIRWISE_CASES], ["diversity", "matrix"], ["x", "none"]))
 def test_pairwise_matches_float64_reference(form, shape, requires, dtype):
     x = _randn(shape, dtype).requires_grad_(requires == "x")
-    if form == "diversity":
-        op, ref = functools.partial(ddkernels.pairwise_skl_diversity, tau=0.5), functools.partial(
-            reference.pairwise_skl_diversity, tau=0.5)
-    else:
+    entry = registry.OPS[f"pairwise_skl_{form}"]
+    op, ref = functools.partial(entry, tau=0.5), functools.partial(entry.call_reference, tau=0.5)
+    if form == "matrix":
         # A weighted sum of the matrix: every entry's gradient counts, each with its own upstream weight.
         weights = _randn((shape[0], shape[0]), torch.float64, seed=0).float()
-        op = lambda t: (ddkernels.pairwise_skl_matrix(t) * weights).sum()  # noqa: E731
-        ref = lambda t: (reference.pairwise_skl_matrix(t) * weights.double()).sum()  # noqa: E731
+        op = lambda t: (entry(t, tau=0.5) * weights).sum()  # noqa: E731
+        ref = lambda t: (entry.call_reference(t, tau=0.5) * weights.double()).sum()  # noqa: E731
     with ddkernels.use_backend("triton"):
         loss = op(x)
     grads = _gradients(loss, [x])

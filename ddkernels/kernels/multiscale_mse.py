@@ -188,6 +188,11 @@ def _tile_shape(length, inner, scales):
     return rows, block_t, block_i
 
 
+def _num_warps(block_t, block_i):
+    """Warps of the forward kernel for a [BLOCK_T, BLOCK_I] tile."""
+    return 4 if block_t * block_i <= 4096 else 8
+
+
 @functools.lru_cache(maxsize=None)
 def _target_programs(device):
     if device.type == "cuda":
@@ -229,7 +234,7 @@ def multiscale_mse(input, target, dim, scales, weights, compute_grad):
         n_col_blocks, n_splits, tiles_per_split, n_tiles,
         *coefs, *padding, *padded_scales,
         ROWS=rows, BLOCK_T=block_t, BLOCK_I=block_i, COMPUTE_GRAD=compute_grad, WEIGHTS_IN_MEMORY=in_memory,
-        num_warps=4 if block_t * block_i <= 4096 else 8,
+        num_warps=_num_warps(block_t, block_i),
     )
     acc = accumulate_dtype(input.dtype)
     per_scale = torch.empty(len(scales), dtype=acc, device=input.device)
