@@ -66,8 +66,8 @@ DEFAULTS = {"seq_len": 96, "pred_len": 96, "samples": 5, "backbone": "dlinear", 
 
 
 def add_arguments(parser):
-    parser.add_argument("--data", default=None, help="forecasting CSV (a date column, then the series); "
-                        "default: the embedded synthetic series")
+    parser.add_argument("--data", default=None, help="forecasting CSV (a date column, then the series), or "
+                        "synthetic:walk (a non-stationary random walk); default: the embedded synthetic series")
     parser.add_argument("--out", type=Path, default=Path("runs/ddtime"), help="output folder (default runs/ddtime)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="long",
                         help="budget: quick (minutes on a laptop CPU) or long (default); explicit options override it")
