@@ -12,7 +12,9 @@ some of them; ``--expert-lr`` adds ``base@expert-lr`` and ``ddtime@expert-lr``, 
 step size started at the experts' rate (the rule before the expert-segment one). ``--sweep`` adds alpha in
 {0.3, 0.8} x lambda in {0.4, 0.8}, the spectral term with torch's "backward" norm, and tau in {0.5, 2}.
 ``--cross mlp patchtst`` also trains models of those architectures on every set (cross-architecture check).
-Full-data models are left out (``ddkernels distill`` reports them).
+Full-data models are left out (``ddkernels distill`` reports them). ``--term-norms N`` distils nothing: it
+measures, on the initial set and N expert segments, the gradient norm of each of DDTime's weighted terms with
+respect to the set, and how much of it the gradient-norm clip lets through.
 
 Writes ``ablation.json`` (every number) and ``ablation.md`` (test MSE per seed, the seed mean and standard
 deviation, the mean difference from ``base``, whether it exceeds the seed spread, and each variant's median time
@@ -50,6 +52,32 @@ def variant_terms(config, kept, sweep):
     if sweep:
         variants.update({name: dict(terms["ddtime"], **change) for name, change in SWEEP.items()})
     return variants
+
+
+def term_norms(source, seed, trainer_options, draws, out):
+    """{term: mean gradient norm over ``draws`` segments}, the total's, and the share the clip keeps."""
+    config = trainer_config(source, seed, trainer_options)
+    device = torch.device("cpu")
+    dataset = data.load(config["data"], config["seq_len"], config["pred_len"], seed=seed)
+    train = dataset.windows("train", stride=config["stride"]).tensors()
+    shape = (config["seq_len"], config["pred_len"], dataset.channels)
+    config["syn_lr"] = config["syn_lr"] or ddtime.segment_step_size(config, len(train[0]))
+    trajectories = ddtime.expert_trajectories(config, train, ddtime.Runtime(0, 1, device), shape,
+                                              out / f"{dataset.name}_seed{seed}" / "experts", resume=True)
+    initial_set = ddtime.random_windows(train, config["samples"], torch.Generator().manual_seed(seed))
+    run = ddtime.TrajectoryMatching(config, ddtime.method_terms(config)["ddtime"], initial_set, device, shape)
+    generator = torch.Generator().manual_seed(seed + 17)
+    norms = []
+    for _ in range(draws):
+        expert = int(torch.randint(len(trajectories), (1,), generator=generator))
+        start = int(torch.randint(config["max_start_epoch"], (1,), generator=generator))
+        terms = run.loss_terms(trajectories[expert][start], trajectories[expert][start + config["expert_step"]])
+        gradients = {name: torch.autograd.grad(term, run.synthetic, retain_graph=True)[0]
+                     for name, term in terms.items()}
+        total = float(sum(gradients.values()).norm())
+        norms.append({**{name: float(gradient.norm()) for name, gradient in gradients.items()}, "total": total,
+                      "kept_by_clip": min(1.0, config["clip"] / total)})
+    return dataset.name, {name: statistics.fmean(n[name] for n in norms) for name in norms[0]}
 
 
 def run_one(source, seed, trainer_options, kept, sweep, expert_lr, cross, out):
@@ -160,10 +188,19 @@ def main(argv=None):
     parser.add_argument("--expert-lr", action="store_true",
                         help="also base and ddtime with the student's step size started at the experts' rate")
     parser.add_argument("--sweep", action="store_true", help="also the alpha x lambda, norm and tau sweep")
+    parser.add_argument("--term-norms", type=int, default=0, metavar="N",
+                        help="only measure the terms' gradient norms on N segments (no distillation)")
     parser.add_argument("--cross", nargs="+", choices=sorted(models.MODELS), default=[],
                         help="architectures of the cross-architecture check (default none)")
     args = parser.parse_args(own)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.term_norms:
+        for source in args.data:
+            for seed in args.seeds:
+                name, norms = term_norms(source, seed, trainer_options, args.term_norms, args.out)
+                print(f"{name} seed {seed}: " + ", ".join(f"{key} {value:.4g}" for key, value in norms.items()),
+                      flush=True)
+        return
     results_path = args.out / "ablation.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for source in args.data:

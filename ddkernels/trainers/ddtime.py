@@ -301,8 +301,9 @@ class TrajectoryMatching:
         self.optimizer = torch.optim.Adam([{"params": [self.synthetic], "lr": config["lr_syn"]},
                                            {"params": [self.log_lr], "lr": config["lr_lr"]}])
 
-    def step(self, theta_start, theta_target):
-        """One update of the set and the step size; returns the loss."""
+    def loss_terms(self, theta_start, theta_target):
+        """The weighted terms of the loss, {"parameters", "values", and with nonzero weights "spectral",
+        "bottleneck"}, differentiable in the set and the step size."""
         config, student = self.config, self.student
         x, y = split_set(self.synthetic, config["seq_len"])
         theta = theta_start.clone().requires_grad_(True)
@@ -311,16 +312,22 @@ class TrajectoryMatching:
             inner = F.mse_loss(student(theta, x), y)
             theta = theta - step_size * torch.autograd.grad(inner, theta, create_graph=True)[0]
         distance = (theta_start - theta_target).square().sum().clamp_min(torch.finfo(theta.dtype).tiny)
-        loss = (theta - theta_target).square().sum() / distance
+        terms = {"parameters": (theta - theta_target).square().sum() / distance}
         prediction = student(theta, x)
         with torch.no_grad():
             teacher_prediction = student(theta_target, x)
-        loss = loss + (1 - self.alpha) * F.mse_loss(prediction, teacher_prediction)
+        terms["values"] = (1 - self.alpha) * F.mse_loss(prediction, teacher_prediction)
         if self.alpha:
-            loss = loss + self.alpha * ddkernels.spectral_l1_loss(prediction, teacher_prediction, dim=1,
-                                                                  norm=self.spectral_norm)
+            terms["spectral"] = self.alpha * ddkernels.spectral_l1_loss(prediction, teacher_prediction, dim=1,
+                                                                        norm=self.spectral_norm)
         if self.lam:
-            loss = loss + self.lam * ddkernels.pairwise_skl_diversity(self.synthetic, tau=self.tau)
+            terms["bottleneck"] = self.lam * ddkernels.pairwise_skl_diversity(self.synthetic, tau=self.tau)
+        return terms
+
+    def step(self, theta_start, theta_target):
+        """One update of the set and the step size; returns the loss."""
+        config, student = self.config, self.student
+        loss = sum(self.loss_terms(theta_start, theta_target).values())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([self.synthetic], config["clip"])
@@ -506,13 +513,16 @@ def evaluate_methods(backbone, sets, config, train, val, test, device, shape, ou
 
 
 def set_diagnostics(sets, initial_set, train, seq_len):
-    """Per set: its input-to-target jump and its RMS distance from the real windows it started from; the jump of
-    the real training windows under ``real_windows``."""
-    diagnostics = {"real_windows": {"jump": input_target_jump(*train)}}
+    """Per set: its input-to-target jump, its RMS distance from the real windows it started from and its largest
+    absolute value (standardised units); the same jump and largest value of the real training windows under
+    ``real_windows``."""
+    diagnostics = {"real_windows": {"jump": input_target_jump(*train),
+                                    "max_abs": max(float(train[0].abs().max()), float(train[1].abs().max()))}}
     for method, synthetic in sets.items():
         synthetic = synthetic.cpu()
         diagnostics[method] = {"jump": input_target_jump(*split_set(synthetic, seq_len)),
-                               "distance_from_initial": float((synthetic - initial_set).square().mean().sqrt())}
+                               "distance_from_initial": float((synthetic - initial_set).square().mean().sqrt()),
+                               "max_abs": float(synthetic.abs().max())}
     return diagnostics
 
 
