@@ -1,4 +1,5 @@
 import argparse
+import importlib.util
 import inspect
 import json
 import math
@@ -369,3 +370,27 @@ def test_distill_under_torchrun_shares_out_experts(tmp_path):
     assert metrics["config"]["world_size"] == 2
     assert sorted(p.name for p in (tmp_path / "experts").iterdir()) == ["expert_000.pt", "expert_001.pt"]
     _finite_metrics(metrics["ddtime"])
+
+
+def _ablation_script():
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "ddtime_ablation.py")
+    spec = importlib.util.spec_from_file_location("ddtime_ablation", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ablation_table_compares_with_base_and_random_per_seed():
+    def row(mse, seconds=None):
+        values = {"mse": mse, "mse_std": 0.0, "level_gain": 1.0, "shifted_mse": mse, "jump": 0.1}
+        return values if seconds is None else {**values, "step_size": 0.05, "seconds": seconds}
+    runs = {str(seed): {"random": row(0.9), "base": row(0.50 + seed * 0.01, 1.0),
+                        "ddtime": row(0.40 + seed * 0.01, 1.02), "+spectral": row(0.51 + seed * 0.05, 1.01),
+                        "real_windows_jump": 0.05, "initial_step_size": 0.066} for seed in range(3)}
+    table = _ablation_script().markdown({"toy": runs}, [0, 1, 2])
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    # ddtime: 0.1 below base on every seed, beyond its seed std (0.01); +spectral: above base (by 0.05 on average);
+    # both below random on every seed; costs +2% and +1%
+    assert "| -0.1000 ± 0.0000 | yes | yes |" in lines["ddtime"] and "+2.0%" in lines["ddtime"]
+    assert "| no | yes |" in lines["+spectral"] and "+1.0%" in lines["+spectral"]
+    assert "0.5100 ± 0.0100" in lines["base"]
