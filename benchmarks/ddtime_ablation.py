@@ -17,8 +17,9 @@ measures, on the initial set and N expert segments, the gradient norm of each of
 respect to the set, and how much of it the gradient-norm clip lets through.
 
 Writes ``ablation.json`` (every number) and ``ablation.md`` (test MSE per seed, the seed mean and standard
-deviation, the mean difference from ``base``, whether it exceeds the seed spread, and each variant's median time
-per iteration against ``base``).
+deviation, the per-seed difference from ``base``, whether it is below base by more than the seed spread, whether
+it is below random windows on every seed, the level gain of its models, its input-to-target jump, its learned step
+size and its median time per iteration against the base distilled in lockstep with it).
 """
 import argparse
 import json
@@ -148,7 +149,10 @@ def markdown(results, seeds):
                     else "")
             cost = ""
             if "seconds" in rows[0]:
-                overhead = statistics.fmean(row["seconds"] / run["base"]["seconds"] - 1 for row, run in zip(rows, runs))
+                # against the base distilled in the same lockstep group (the same iterations, timed alike)
+                group_base = "base" + variant[variant.index("@"):] if "@" in variant else "base"
+                overhead = statistics.fmean(row["seconds"] / run[group_base]["seconds"] - 1
+                                            for row, run in zip(rows, runs))
                 cost = f"{100 * overhead:+.1f}%"
             lines.append(f"| {variant} | " + " | ".join(f"{value:.4f}" for value in mse)
                          + f" | {mean:.4f} ± {spread:.4f} | {difference:+.4f} ± {_std(differences):.4f}"
