@@ -6,7 +6,8 @@
 For every dataset and seed (the ``ddkernels distill`` quick preset unless trainer options say otherwise): the
 experts once (cached under --out, reused by a rerun), then every variant distilled in lockstep from the same random
 real windows on the same experts and start epochs, each iteration timed; each set is then evaluated by
---eval-models fresh DLinear models (Adam, the trainer's headline protocol). The variants: ``base`` (alpha =
+--eval-models fresh DLinear models (Adam, the trainer's headline protocol; and, in a column of its own, SGD at the
+set's learned step size, MTT's protocol, random windows at the initial step size). The variants: ``base`` (alpha =
 lambda = 0), ``+spectral`` (alpha only), ``+bottleneck`` (lambda only), ``ddtime`` (both); ``--variants`` keeps
 some of them; ``--expert-lr`` adds ``base@expert-lr`` and ``ddtime@expert-lr``, the same two with the student's
 step size started at the experts' rate (the rule before the expert-segment one). ``--sweep`` adds alpha in
@@ -107,6 +108,9 @@ def run_one(source, seed, trainer_options, kept, sweep, expert_lr, cross, out):
     sets = {"random": initial_set, **{name: run.distilled_set for name, run in runs.items()}}
     metrics = ddtime.evaluate_methods(config["backbone"], sets, config, train, None, test, device, shape, folder,
                                       resume=False, step_sizes=None, include_full=False)
+    step_sizes = {name: runs[name].step_size if name in runs else config["syn_lr"] for name in sets}
+    sgd_metrics = ddtime.evaluate_methods(config["backbone"], sets, config, train, None, test, device, shape, folder,
+                                          resume=False, step_sizes=step_sizes, include_full=False)
     cross_metrics = {backbone: ddtime.evaluate_methods(backbone, sets, config, train, None, test, device, shape,
                                                        folder, resume=False, include_full=False)
                      for backbone in cross}
@@ -115,6 +119,7 @@ def run_one(source, seed, trainer_options, kept, sweep, expert_lr, cross, out):
     for name in sets:
         result[name] = {key: metrics[name][key] for key in ("mse", "mse_std", "level_gain", "shifted_mse")}
         result[name]["jump"] = diagnostics[name]["jump"]
+        result[name]["sgd_mse"] = sgd_metrics[name]["mse"]
         result[name]["cross"] = {backbone: table[name]["mse"] for backbone, table in cross_metrics.items()}
         if name in runs:
             result[name].update(step_size=runs[name].step_size, seconds=seconds[name])
@@ -134,8 +139,8 @@ def markdown(results, seeds):
         lines += [f"### {name}", "",
                   "| variant | " + " | ".join(f"seed {seed}" for seed in seeds)
                   + " | mean ± std | minus base | below base beyond spread | below random every seed"
-                  " | level gain | jump | step size | time vs base |",
-                  "| --- " * (len(seeds) + 9) + "|"]
+                  " | SGD at learned step | level gain | jump | step size | time vs base |",
+                  "| --- " * (len(seeds) + 10) + "|"]
         for variant in variants:
             rows = [run[variant] for run in runs]
             mse = [row["mse"] for row in rows]
@@ -147,6 +152,10 @@ def markdown(results, seeds):
                 "yes" if all(row["mse"] < run["random"]["mse"] for row, run in zip(rows, runs)) else "no")
             step = (f"{statistics.fmean(row['step_size'] for row in rows):.3g}" if "step_size" in rows[0]
                     else "")
+            sgd = ""
+            if "sgd_mse" in rows[0]:
+                sgd_mse = [row["sgd_mse"] for row in rows]
+                sgd = f"{statistics.fmean(sgd_mse):.4f} ± {_std(sgd_mse):.4f}"
             cost = ""
             if "seconds" in rows[0]:
                 # against the base distilled in the same lockstep group (the same iterations, timed alike)
@@ -156,7 +165,7 @@ def markdown(results, seeds):
                 cost = f"{100 * overhead:+.1f}%"
             lines.append(f"| {variant} | " + " | ".join(f"{value:.4f}" for value in mse)
                          + f" | {mean:.4f} ± {spread:.4f} | {difference:+.4f} ± {_std(differences):.4f}"
-                         f" | {beyond} | {below_random}"
+                         f" | {beyond} | {below_random} | {sgd}"
                          f" | {statistics.fmean(row['level_gain'] for row in rows):.3f}"
                          f" | {statistics.fmean(row['jump'] for row in rows):.3f} | {step} | {cost} |")
         backbones = list(runs[0]["base"].get("cross", {}))
