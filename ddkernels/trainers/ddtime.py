@@ -144,7 +144,7 @@ def backbone_list(text):
     """argparse type: comma-separated model names, each one of models.MODELS."""
     names = tuple(name.strip() for name in text.split(","))
     unknown = [name for name in names if name not in models.MODELS]
-    if unknown or not names:
+    if unknown:
         raise ValueError(f"{text!r}: unknown model(s) {unknown}; choices: {', '.join(sorted(models.MODELS))}")
     return names
 
