@@ -1,4 +1,4 @@
-"""Forecasting data for the trainers: CSV reader, synthetic default series, sliding windows and distilled sets.
+"""Forecasting data for the trainers: CSV reader, synthetic series, sliding windows and distilled sets.
 
 CSV files follow the Time-Series-Library convention: a ``date`` column, then the series, the target column
 ``OT`` (if present) moved last. Files named ``ETTh*`` split into 12/4/4 months of hourly rows, ``ETTm*`` the same
@@ -23,6 +23,7 @@ SPLITS = ("train", "val", "test")
 TARGET = "OT"
 ETT_HOURS = (12 * 30 * 24, 4 * 30 * 24, 4 * 30 * 24)
 SYNTHETIC_PERIODS = (24, 168, 12)
+WALK_PERIODS = (24, 168)
 SYNTHETIC_SET_FORMAT = "ddkernels.synthetic_set.v1"
 
 
@@ -186,14 +187,28 @@ def read_csv(path, seq_len, pred_len):
     return _build(name, series, values, convention_of(name), seq_len, pred_len)
 
 
-def synthetic(seq_len, pred_len, rows=4000, channels=7, seed=0):
-    """A seeded multivariate series: seasonalities (periods 24, 168, 12) with per-source amplitudes and phases,
-    a trend and AR(1) noise per source, mixed across channels by a random matrix. Last column "OT"."""
+def _check_series_arguments(rows, channels, seed):
     rows = check_positive_int("rows", rows)
     channels = check_positive_int("channels", channels)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    rng = np.random.default_rng(int(seed))
+    return rows, channels, np.random.default_rng(int(seed))
+
+
+def _ar1(rng, rows, channels, coefficient, scale):
+    """AR(1) noise [rows, channels] with the given coefficient and shock std."""
+    shocks = rng.normal(0.0, scale, (rows, channels))
+    noise = np.zeros((rows, channels))
+    noise[0] = shocks[0]
+    for t in range(1, rows):
+        noise[t] = coefficient * noise[t - 1] + shocks[t]
+    return noise
+
+
+def synthetic(seq_len, pred_len, rows=4000, channels=7, seed=0):
+    """A seeded multivariate series: seasonalities (periods 24, 168, 12) with per-source amplitudes and phases,
+    a trend and AR(1) noise per source, mixed across channels by a random matrix. Last column "OT"."""
+    rows, channels, rng = _check_series_arguments(rows, channels, seed)
     time = np.arange(rows, dtype=np.float64)[:, None]
     sources = np.zeros((rows, channels))
     for period in SYNTHETIC_PERIODS:
@@ -203,23 +218,51 @@ def synthetic(seq_len, pred_len, rows=4000, channels=7, seed=0):
     slope = rng.normal(0.0, 1.0, channels) / rows
     curvature = rng.normal(0.0, 1.0, channels) / rows ** 2
     sources += slope * time + curvature * (time - rows / 2) ** 2
-    shocks = rng.normal(0.0, 0.3, (rows, channels))
-    noise = np.zeros((rows, channels))
-    noise[0] = shocks[0]
-    for t in range(1, rows):
-        noise[t] = 0.7 * noise[t - 1] + shocks[t]
-    sources += noise
+    sources += _ar1(rng, rows, channels, 0.7, 0.3)
     mixing = np.eye(channels) + rng.normal(0.0, 0.3, (channels, channels))
     values = sources @ mixing.T + rng.normal(0.0, 3.0, channels)
     columns = [f"series_{i}" for i in range(channels - 1)] + [TARGET]
     return _build("synthetic", columns, values, "ratio", seq_len, pred_len)
 
 
-def load(path_or_none, seq_len, pred_len, seed=0):
-    """The CSV at path_or_none, or the synthetic series for that seed when it is None."""
-    if path_or_none is None:
+def synthetic_walk(seq_len, pred_len, rows=4000, channels=7, seed=0):
+    """A seeded non-stationary multivariate series (``--data synthetic:walk``): per source a random walk with
+    drift, level shifts (two at random rows of the training period and one where the test period starts),
+    seasonalities (periods 24 and 168) and AR(1) noise, mixed across channels by a random matrix. Split 70/10/20
+    and standardised on the train rows like the default series, its test period sits at levels the training
+    period did not visit. Last column "OT"."""
+    rows, channels, rng = _check_series_arguments(rows, channels, seed)
+    time = np.arange(rows, dtype=np.float64)[:, None]
+    drift = rng.normal(0.0, 3.0, channels) / rows
+    walk = np.cumsum(drift + rng.normal(0.0, 0.05, (rows, channels)), axis=0)
+    test_start = rows - int(rows * 0.2)
+    shift_rows = sorted(rng.integers(rows // 10, int(rows * 0.7), 2)) + [test_start]
+    for row in shift_rows:
+        walk[row:] += rng.choice((-1.0, 1.0), channels) * rng.uniform(1.0, 2.5, channels)
+    sources = walk + _ar1(rng, rows, channels, 0.5, 0.15)
+    for period in WALK_PERIODS:
+        amplitude = rng.uniform(0.3, 1.0, channels)
+        phase = rng.uniform(0.0, 2.0 * np.pi, channels)
+        sources += amplitude * np.sin(2.0 * np.pi * time / period + phase)
+    mixing = np.eye(channels) + rng.normal(0.0, 0.3, (channels, channels))
+    values = sources @ mixing.T + rng.normal(0.0, 3.0, channels)
+    columns = [f"series_{i}" for i in range(channels - 1)] + [TARGET]
+    return _build("synthetic_walk", columns, values, "ratio", seq_len, pred_len)
+
+
+SYNTHETIC_SERIES = {"synthetic:walk": synthetic_walk}
+
+
+def load(source, seq_len, pred_len, seed=0):
+    """The default synthetic series for that seed when ``source`` is None, a named synthetic series
+    ("synthetic:walk") for that seed, else the CSV at that path."""
+    if source is None:
         return synthetic(seq_len, pred_len, seed=seed)
-    return read_csv(path_or_none, seq_len, pred_len)
+    if isinstance(source, str) and source.startswith("synthetic:"):
+        if source not in SYNTHETIC_SERIES:
+            raise ValueError(f"--data: unknown synthetic series {source!r}; choices: {', '.join(SYNTHETIC_SERIES)}")
+        return SYNTHETIC_SERIES[source](seq_len, pred_len, seed=seed)
+    return read_csv(source, seq_len, pred_len)
 
 
 def _check_set_tensor(name, value):

@@ -102,10 +102,13 @@ def time_first(y):
 
 class DLinear(Forecaster):
     """DLinear (Zeng et al., AAAI 2023), weights shared across channels: Linear(seq_len, pred_len) on the seasonal
-    part plus one on the trend part. Features: the seasonal and trend inputs concatenated, F = 2 * seq_len."""
+    part plus one on the trend part. Features: the seasonal and trend inputs concatenated, F = 2 * seq_len.
+    With ``revin=True`` the input is instance-normalised (RevIN) and the forecast de-normalised, so a shift of the
+    input's level shifts the forecast by the same amount."""
 
-    def __init__(self, seq_len, pred_len, channels, kernel_size=25):
+    def __init__(self, seq_len, pred_len, channels, kernel_size=25, revin=False):
         super().__init__(seq_len, pred_len, channels)
+        self.revin = RevIN(self.channels) if revin else None
         self.decomposition = SeriesDecomposition(kernel_size)
         self.seasonal = nn.Linear(self.seq_len, self.pred_len)
         self.trend = nn.Linear(self.seq_len, self.pred_len)
@@ -116,9 +119,13 @@ class DLinear(Forecaster):
 
     def forward_features(self, x):
         self.check_input(x)
+        if self.revin is not None:
+            x, stats = self.revin(x)
         seasonal, trend = (series_first(part) for part in self.decomposition(x))
-        forecast = self.seasonal(seasonal) + self.trend(trend)
-        return time_first(forecast), torch.cat([seasonal, trend], dim=-1)
+        forecast = time_first(self.seasonal(seasonal) + self.trend(trend))
+        if self.revin is not None:
+            forecast = self.revin.inverse(forecast, stats)
+        return forecast, torch.cat([seasonal, trend], dim=-1)
 
 
 class MLPStudent(Forecaster):

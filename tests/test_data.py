@@ -238,6 +238,30 @@ def test_load_defaults_to_synthetic(etth1):
     assert torch.equal(data.load(ETTH1, 96, 48).val, etth1.val)
 
 
+def test_walk_is_seeded_non_stationary_and_seasonal():
+    first = data.load("synthetic:walk", 48, 24, seed=3)
+    assert torch.equal(first.train, data.synthetic_walk(48, 24, seed=3).train)
+    assert not torch.allclose(first.train, data.synthetic_walk(48, 24, seed=4).train)
+    assert first.name == "synthetic_walk" and first.columns[-1] == "OT" and first.channels == 7
+    assert first.train.shape == (2800, 7) and first.test.shape == (800 + 48, 7)
+    for seed in range(3):
+        walk = data.synthetic_walk(48, 24, seed=seed)
+        # the test period's levels are far from the training period's (which is standardised to mean 0, std 1)
+        assert walk.test.mean(0).abs().max() > 0.8
+        steps = walk.train[1:] - walk.train[:-1]
+        # a walk: the level wanders over the whole standardised range (std 1) in small steps
+        assert steps.std(0).max() < 0.3
+        # seasonal: the steps repeat with period 24
+        assert np.mean([autocorrelation(steps[:, c], 24) for c in range(7)]) > 0.1
+    # the default series is unchanged by the walk's presence
+    assert torch.equal(data.load(None, 48, 24, seed=3).train, data.synthetic(48, 24, seed=3).train)
+
+
+def test_unknown_synthetic_series_names_the_choices():
+    with pytest.raises(ValueError, match="synthetic:walk"):
+        data.load("synthetic:sine", 48, 24)
+
+
 def test_synthetic_set_round_trip(tmp_path):
     x, y = torch.randn(5, 12, 3, requires_grad=True), torch.randn(5, 6, 3)
     meta = {"method": "ddtime", "seq_len": 12, "pred_len": 6, "columns": ["a", "b", "OT"], "lr": 0.01}

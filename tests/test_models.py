@@ -133,6 +133,19 @@ def test_dlinear_starts_as_a_mean_forecaster():
     torch.testing.assert_close(model(x), x.mean(1, keepdim=True).expand(-1, PRED_LEN, -1))
 
 
+def test_dlinear_with_revin_carries_a_level_shift_through():
+    plain, normalised = models.DLinear(SEQ_LEN, PRED_LEN, CHANNELS), small_model("dlinear", revin=True)
+    assert plain.revin is None and isinstance(normalised.revin, models.RevIN)
+    with torch.no_grad():
+        normalised.seasonal.weight.normal_()
+        normalised.revin.weight.copy_(torch.tensor([0.5, 2.0, 1.5]))
+    x = batch()
+    torch.testing.assert_close(normalised(x + 4.0), normalised(x) + 4.0, atol=1e-4, rtol=1e-5)
+    assert not torch.allclose(normalised(x), plain(x))
+    # parameters: the plain model's plus RevIN's affine weight and bias
+    assert len(list(normalised.parameters())) == len(list(plain.parameters())) + 2
+
+
 def test_models_are_channel_independent_where_stated():
     x = batch()
     for name in ("mlp", "patchtst", "tcn"):

@@ -1,4 +1,5 @@
 import argparse
+import importlib.util
 import inspect
 import json
 import math
@@ -94,11 +95,20 @@ def test_distill_writes_sets_metrics_and_uses_fused_ops(tmp_path, monkeypatch):
     log = _backend_log(monkeypatch, *DISTILL_OPS)
     assert cli.main(DISTILL_TINY + ["--out", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    for table in (metrics, metrics["cross_architecture"]):
-        for method in ("random", "base", "ddtime", "full"):
+    for table in (metrics, metrics["cross_architecture"]["mlp"], metrics["sgd_at_learned_step"]):
+        for method in ("random", "base", "ddtime", "full") if table is not metrics["sgd_at_learned_step"] else (
+                "random", "base", "ddtime"):
             _finite_metrics(table[method])
             assert table[method]["mse_std"] >= 0 and table[method]["mae_std"] >= 0
-    assert metrics["cross_architecture"]["backbone"] == "mlp"
+            assert math.isfinite(table[method]["level_gain"]) and table[method]["shifted_mse"] > 0
+    assert "full" not in metrics["sgd_at_learned_step"]
+    assert list(metrics["cross_architecture"]) == ["mlp"]
+    # the initial step size follows the expert segment: 0.01 x ceil(342 / 32) batches x 2 epochs / 3 steps
+    assert metrics["initial_step_size"] == pytest.approx(0.01 * 11 * 2 / 3)
+    assert set(metrics["learned_step_size"]) == {"base", "ddtime"}
+    assert set(metrics["sets"]) == {"real_windows", "random", "base", "ddtime"}
+    assert metrics["sets"]["random"]["distance_from_initial"] == 0
+    assert metrics["sets"]["ddtime"]["distance_from_initial"] > 0
     assert set(metrics["seconds_per_iteration"]) == {"base", "ddtime"}
     assert {name for name, _ in log} == {"spectral_l1", "pairwise_skl"}
     assert {backend for _, backend in log} == {"cpu"}
@@ -111,6 +121,18 @@ def test_distill_writes_sets_metrics_and_uses_fused_ops(tmp_path, monkeypatch):
     model = models.build_model("dlinear", 48, 24, 7)
     assert model(x[None]).shape == (1, 24, 7)
     assert (tmp_path / "synthetic_sets.png").stat().st_size > 0
+
+
+def test_distill_on_the_walk_with_revin(tmp_path):
+    assert cli.main(DISTILL_TINY + ["--data", "synthetic:walk", "--revin", "--out", str(tmp_path)]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["revin"] is True
+    for method in ("random", "base", "ddtime", "full"):
+        _finite_metrics(metrics[method])
+        # RevIN carries a flat input's level through unchanged
+        assert metrics[method]["level_gain"] == pytest.approx(1.0, abs=1e-3)
+    _, meta = data.load_synthetic_set(tmp_path / "ddtime_set.pt")
+    assert meta["data"] == "synthetic_walk"
 
 
 def test_distill_sets_change_and_differ(tmp_path):
@@ -132,6 +154,7 @@ def _distill_config(**overrides):
     parser = argparse.ArgumentParser()
     ddtime_trainer.add_arguments(parser)
     config = ddtime_trainer.resolve_config(parser.parse_args(DISTILL_TINY[1:]))
+    config.update(syn_lr=0.01)
     config.update(overrides)
     return config
 
@@ -140,7 +163,8 @@ def test_matching_step_equals_hand_computation():
     config = _distill_config(syn_steps=1, label_rate=0.0, alpha=0.0, lam=0.0)
     gen = torch.Generator().manual_seed(3)
     initial = torch.randn(3, 7, 72, generator=gen)
-    run = ddtime_trainer.TrajectoryMatching("base", config, initial, torch.device("cpu"), (48, 24, 7))
+    terms = ddtime_trainer.method_terms(config)["base"]
+    run = ddtime_trainer.TrajectoryMatching(config, terms, initial, torch.device("cpu"), (48, 24, 7))
     size = sum(p.numel() for p in run.student.model.parameters())
     theta_start, theta_target = torch.randn(size, generator=gen) * 0.1, torch.randn(size, generator=gen) * 0.1
     loss = run.step(theta_start, theta_target)
@@ -149,7 +173,7 @@ def test_matching_step_equals_hand_computation():
     x, y = initial[:, :, :48].transpose(1, 2), initial[:, :, 48:].transpose(1, 2)
     theta = theta_start.clone().requires_grad_(True)
     grad = torch.autograd.grad(F.mse_loss(run.student(theta, x), y), theta)[0]
-    theta_next = theta_start - config["lr_expert"] * grad
+    theta_next = theta_start - config["syn_lr"] * grad
     expected = ((theta_next - theta_target).square().sum() / (theta_start - theta_target).square().sum()
                 + F.mse_loss(run.student(theta_next, x), run.student(theta_target, x)))
     assert loss == pytest.approx(float(expected), rel=1e-5)
@@ -157,10 +181,91 @@ def test_matching_step_equals_hand_computation():
     assert run.synthetic.grad is not None and run.log_lr.grad is not None and run.log_lr.grad != 0
 
 
+def test_student_step_size_covers_the_expert_segment():
+    config = _distill_config(lr_expert=0.01, batch_size=32, expert_step=2, syn_steps=40)
+    # 4225 windows: 133 batches per epoch; 40 steps must cover 2 epochs of them
+    assert ddtime_trainer.segment_step_size(config, 4225) == pytest.approx(0.01 * 133 * 2 / 40)
+
+
+def test_level_gain_and_input_target_jump():
+    shape = (48, 24, 7)
+    mean_forecaster = models.DLinear(*shape)
+    with torch.no_grad():
+        mean_forecaster.seasonal.bias.zero_()
+        mean_forecaster.trend.bias.fill_(0.3)
+    assert ddtime_trainer.level_gain(mean_forecaster, shape, torch.device("cpu")) == pytest.approx(1.0)
+    with torch.no_grad():
+        mean_forecaster.trend.weight.mul_(1.5)
+    assert ddtime_trainer.level_gain(mean_forecaster, shape, torch.device("cpu")) == pytest.approx(1.5)
+    inputs, targets = torch.zeros(2, 5, 3), torch.zeros(2, 4, 3)
+    inputs[0, -1], targets[0, 0], targets[1, 1] = 1.0, -1.0, 9.0  # only the last input and first target count
+    assert ddtime_trainer.input_target_jump(inputs, targets) == pytest.approx(1.0)
+
+
+def test_datm_window_of_start_epochs_grows_and_mtt_stays():
+    config = _distill_config(base="datm", max_start_epoch=4, iterations=100)
+    windows = [ddtime_trainer.start_epoch_window(config, iteration) for iteration in range(100)]
+    assert windows[0] == (0, 2) and windows[25] == (0, 3) and windows[50] == windows[99] == (0, 4)
+    assert all(a[1] <= b[1] for a, b in zip(windows, windows[1:]))
+    config.update(base="mtt")
+    assert {ddtime_trainer.start_epoch_window(config, iteration) for iteration in range(100)} == {(0, 4)}
+
+
+def _trajectories(config, shape, count, seed):
+    size = sum(p.numel() for p in models.build_model(config["backbone"], *shape).parameters())
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(config["expert_epochs"] + 1, size, generator=gen) * 0.1 for _ in range(count)]
+
+
+def test_datm_starts_from_the_experts_mean_forecast():
+    config, shape = _distill_config(base="datm"), (48, 24, 7)
+    trajectories = _trajectories(config, shape, 2, seed=6)
+    initial = torch.randn(3, 7, 72, generator=torch.Generator().manual_seed(7))
+    soft = ddtime_trainer.soft_label_set(initial, trajectories, config, torch.device("cpu"), shape)
+    model = models.build_model("dlinear", *shape).eval()
+    x = initial[:, :, :48].transpose(1, 2)
+    student = ddtime_trainer.FlatParameters(model)
+    expected = (student(trajectories[0][-1], x) + student(trajectories[1][-1], x)) / 2
+    assert torch.equal(soft[:, :, :48], initial[:, :, :48])
+    torch.testing.assert_close(soft[:, :, 48:], expected.transpose(1, 2))
+
+
+def test_ftd_set_is_the_moving_average_of_the_iterates():
+    config, shape = _distill_config(base="ftd", ema_decay=0.5, syn_steps=1), (48, 24, 7)
+    trajectories = _trajectories(config, shape, 1, seed=8)
+    initial = torch.randn(3, 7, 72, generator=torch.Generator().manual_seed(9))
+    run = ddtime_trainer.TrajectoryMatching(config, ddtime_trainer.method_terms(config)["base"], initial,
+                                            torch.device("cpu"), shape)
+    expected = initial.clone()
+    for _ in range(3):
+        run.step(trajectories[0][0], trajectories[0][2])
+        expected = 0.5 * expected + 0.5 * run.synthetic.detach()
+    torch.testing.assert_close(run.distilled_set, expected)
+    assert not torch.allclose(run.distilled_set, run.synthetic.detach())
+
+
+def test_sharpness_aware_gradient_is_taken_at_the_ascent_point():
+    torch.manual_seed(10)
+    model = torch.nn.Linear(4, 2)
+    x, y = torch.randn(8, 4), torch.randn(8, 2)
+    parameters = list(model.parameters())
+    before = [p.detach().clone() for p in parameters]
+    F.mse_loss(model(x), y).backward()
+    gradient = [p.grad.clone() for p in parameters]
+    ddtime_trainer.sharpness_aware_gradient(model, parameters, x, y, rho=0.3)
+    norm = torch.sqrt(sum(g.square().sum() for g in gradient))
+    shifted = [(b + 0.3 * g / norm).requires_grad_(True) for b, g in zip(before, gradient)]
+    expected = torch.autograd.grad(F.mse_loss(F.linear(x, *shifted), y), shifted)
+    for p, b, e in zip(parameters, before, expected):
+        torch.testing.assert_close(p.detach(), b)  # the parameters are back where they were
+        torch.testing.assert_close(p.grad, e)
+
+
 def test_label_update_moves_only_the_targets():
     config = _distill_config(syn_steps=1, label_rate=1.0, lr_syn=1e-12)
     initial = torch.randn(3, 7, 72, generator=torch.Generator().manual_seed(4))
-    run = ddtime_trainer.TrajectoryMatching("ddtime", config, initial, torch.device("cpu"), (48, 24, 7))
+    terms = ddtime_trainer.method_terms(config)["ddtime"]
+    run = ddtime_trainer.TrajectoryMatching(config, terms, initial, torch.device("cpu"), (48, 24, 7))
     size = sum(p.numel() for p in run.student.model.parameters())
     theta_target = torch.randn(size, generator=torch.Generator().manual_seed(5)) * 0.1
     run.step(torch.zeros(size), theta_target)
@@ -223,8 +328,11 @@ def test_bad_options_name_the_option(tmp_path, argv, message):
     (["kd", "--epochs", "0"], "--epochs"),
     (["distill", "--alpha", "2"], "--alpha"),
     (["distill", "--backbone", "gpt"], "--backbone"),
+    (["distill", "--eval-backbone", "mlp,gpt"], "--eval-backbone"),
     (["distill", "--lambda", "-1"], "--lambda"),
     (["distill", "--lambda", "nan"], "--lambda"),
+    (["distill", "--base", "dc"], "--base"),
+    (["distill", "--ema-decay", "1.5"], "--ema-decay"),
     (["kd", "--alpha", "-0.5"], "--alpha"),
     (["kd", "--beta", "inf"], "--beta"),
     (["kd", "--seed", "-1"], "--seed"),
@@ -262,3 +370,27 @@ def test_distill_under_torchrun_shares_out_experts(tmp_path):
     assert metrics["config"]["world_size"] == 2
     assert sorted(p.name for p in (tmp_path / "experts").iterdir()) == ["expert_000.pt", "expert_001.pt"]
     _finite_metrics(metrics["ddtime"])
+
+
+def _ablation_script():
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "ddtime_ablation.py")
+    spec = importlib.util.spec_from_file_location("ddtime_ablation", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ablation_table_compares_with_base_and_random_per_seed():
+    def row(mse, seconds=None):
+        values = {"mse": mse, "mse_std": 0.0, "level_gain": 1.0, "shifted_mse": mse, "jump": 0.1}
+        return values if seconds is None else {**values, "step_size": 0.05, "seconds": seconds}
+    runs = {str(seed): {"random": row(0.9), "base": row(0.50 + seed * 0.01, 1.0),
+                        "ddtime": row(0.40 + seed * 0.01, 1.02), "+spectral": row(0.51 + seed * 0.05, 1.01),
+                        "real_windows_jump": 0.05, "initial_step_size": 0.066} for seed in range(3)}
+    table = _ablation_script().markdown({"toy": runs}, [0, 1, 2])
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
+    # ddtime: 0.1 below base on every seed, beyond its seed std (0.01); +spectral: above base (by 0.05 on average);
+    # both below random on every seed; costs +2% and +1%
+    assert "| -0.1000 ± 0.0000 | yes | yes |" in lines["ddtime"] and "+2.0%" in lines["ddtime"]
+    assert "| no | yes |" in lines["+spectral"] and "+1.0%" in lines["+spectral"]
+    assert "0.5100 ± 0.0100" in lines["base"]

@@ -1,25 +1,33 @@
 """DDTime: condense a forecasting dataset into a few synthetic series by trajectory matching, with
-frequency-domain alignment and the inter-sample information bottleneck (arXiv 2511.16715, on MTT).
+frequency-domain alignment and the inter-sample information bottleneck (arXiv 2511.16715), on a trajectory-matching
+base: MTT, DATM or FTD (--base).
 
-1. Experts: --experts models trained on the real training split with SGD, their parameters kept after every
-   epoch (expert trajectories). Under torchrun the experts are shared out among the processes.
+1. Experts: --experts models trained on the real training split with SGD (ftd: sharpness-aware, SAM with radius
+   --sam-rho), their parameters kept after every epoch (expert trajectories). Under torchrun the experts are
+   shared out among the processes.
 2. Distillation (one process): a learnable synthetic set [S, channels, seq_len + pred_len], initialised from
-   random real training windows. Each iteration picks an expert and a start epoch t, trains a student from the
-   expert's parameters at t for --syn-steps differentiable SGD steps on the synthetic set (learnable step size),
-   and minimises
+   random real training windows (datm: its targets replaced by the experts' forecasts, soft labels). Each
+   iteration picks an expert and a start epoch t (datm: from a window that grows during distillation), trains a
+   student from the expert's parameters at t for --syn-steps differentiable SGD steps on the synthetic set
+   (learnable step size, initially the expert segment's ground: lr_expert x batches per epoch x expert_step /
+   syn_steps), and minimises
        ||theta_student - theta_{t+M}||^2 / ||theta_t - theta_{t+M}||^2
        + (1 - alpha) MSE(teacher(x), student(x)) + alpha SpectralL1(student(x), teacher(x))
        + lambda PairwiseSKLDiversity(synthetic set; tau)
    (teacher: the expert at epoch t + M, its predictions taken as fixed targets) with Adam and gradient
-   clipping; then the CondTSF label update moves the synthetic targets toward the teacher's forecasts.
+   clipping; then the CondTSF label update moves the synthetic targets toward the teacher's forecasts (ftd: an
+   exponential moving average of the set is kept and is what the evaluation trains on).
    The spectral and pairwise terms are ddkernels' fused ops. ``base`` is the same with alpha = lambda = 0.
    SpectralL1 uses norm="ortho" by default: with torch's "backward" norm the spectrum is sqrt(pred_len) times
-   larger than the values, the term outweighs trajectory matching, and on ETTh1 the set came out worse than
-   ``base`` for two seeds of three (quick preset); with "ortho" it was better for all three.
+   larger than the values and the term outweighs trajectory matching.
 3. Evaluation: --eval-models fresh models trained on each synthetic set alone (``random``: S real windows;
-   ``base``; ``ddtime``) with one fixed recipe, and on the full training split (``full``); mean and standard
-   deviation of their test MSE and MAE (standardised scale), for the distillation backbone and, as a
-   cross-architecture check, for --eval-backbone.
+   ``base``; ``ddtime``) with Adam at --eval-lr (the headline: how a user trains a new model on a set), and on the
+   full training split (``full``); mean and standard deviation of their test MSE and MAE (standardised scale),
+   of their MSE on the test windows shifted by LEVEL_SHIFT training standard deviations, and of their level gain
+   (response to a flat input), for the distillation backbone and, as a cross-architecture check, for each
+   --eval-backbone. A second row trains the backbone on each set with SGD at its learned step size (MTT's
+   protocol). metrics.json also holds the learned step sizes and each set's input-to-target jump against the
+   real windows'.
 
     ddkernels distill --preset quick --data ../shared/data/ETTh1.csv --out runs/ddtime
     torchrun --nproc_per_node 2 -m ddkernels distill --preset quick --out runs/ddtime
@@ -45,11 +53,16 @@ METHODS = ("random", "base", "ddtime", "full")
 CHECKPOINT_EVERY = 50  # distillation iterations between checkpoints
 # The options a checkpoint depends on (its key; a resume with other values raises). Counts of epochs and
 # iterations are left out, so a resume may extend them.
-EXPERT_OPTIONS = ("data", "seed", "seq_len", "pred_len", "stride", "backbone", "lr_expert", "batch_size",
-                  "expert_epochs")
-DISTILL_OPTIONS = EXPERT_OPTIONS + ("experts", "samples", "syn_steps", "expert_step", "max_start_epoch", "alpha",
-                                    "lam", "tau", "spectral_norm", "lr_syn", "lr_lr", "clip", "label_rate")
-FULL_OPTIONS = ("data", "seed", "seq_len", "pred_len", "stride", "batch_size", "eval_lr", "patience")
+EXPERT_OPTIONS = ("data", "seed", "seq_len", "pred_len", "stride", "backbone", "revin", "base", "sam_rho",
+                  "lr_expert", "batch_size", "expert_epochs")
+DISTILL_OPTIONS = EXPERT_OPTIONS + ("experts", "samples", "syn_steps", "expert_step", "max_start_epoch", "syn_lr",
+                                    "lr_syn", "lr_lr", "clip", "label_rate", "ema_decay")
+FULL_OPTIONS = ("data", "seed", "seq_len", "pred_len", "stride", "revin", "batch_size", "eval_lr", "patience")
+BASES = ("mtt", "datm", "ftd")
+# DDTime's terms: zero alpha and lambda make plain trajectory matching (``base``)
+TERM_OPTIONS = ("alpha", "lam", "spectral_norm", "tau")
+# the level offset (in training standard deviations) added to the test windows for the level-shift check
+LEVEL_SHIFT = 1.0
 
 PRESETS = {
     "quick": {"experts": 4, "expert_epochs": 8, "iterations": 200, "syn_steps": 40, "expert_step": 2,
@@ -58,16 +71,16 @@ PRESETS = {
              "max_start_epoch": 10, "eval_models": 5, "eval_steps": 1000, "stride": 1},
 }
 
-DEFAULTS = {"seq_len": 96, "pred_len": 96, "samples": 5, "backbone": "dlinear", "eval_backbone": "mlp",
+DEFAULTS = {"seq_len": 96, "pred_len": 96, "samples": 5, "backbone": "dlinear", "eval_backbone": ("mlp",),
             "alpha": 0.8, "lam": 0.6, "tau": 1.0, "spectral_norm": "ortho", "lr_syn": 0.1, "lr_lr": 1e-2,
-            "lr_expert": 0.01, "batch_size": 32, "clip": 1.0, "label_rate": 0.1, "eval_lr": 1e-3, "full_epochs": 20,
-            "patience": 3,
+            "lr_expert": 0.01, "syn_lr": None, "revin": False, "base": "mtt", "sam_rho": 0.05, "ema_decay": 0.95,
+            "batch_size": 32, "clip": 1.0, "label_rate": 0.1, "eval_lr": 1e-3, "full_epochs": 20, "patience": 3,
             **PRESETS["long"]}
 
 
 def add_arguments(parser):
-    parser.add_argument("--data", default=None, help="forecasting CSV (a date column, then the series); "
-                        "default: the embedded synthetic series")
+    parser.add_argument("--data", default=None, help="forecasting CSV (a date column, then the series), or "
+                        "synthetic:walk (a non-stationary random walk); default: the embedded synthetic series")
     parser.add_argument("--out", type=Path, default=Path("runs/ddtime"), help="output folder (default runs/ddtime)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="long",
                         help="budget: quick (minutes on a laptop CPU) or long (default); explicit options override it")
@@ -94,16 +107,29 @@ def add_arguments(parser):
     parser.add_argument("--clip", type=positive_float, default=None, help="gradient-norm clip of the set (1.0)")
     parser.add_argument("--backbone", choices=sorted(models.MODELS), default=None,
                         help="experts' and students' architecture (default dlinear)")
-    parser.add_argument("--eval-backbone", choices=sorted(models.MODELS), default=None,
-                        help="second architecture for the cross-architecture evaluation (default mlp)")
+    parser.add_argument("--eval-backbone", type=backbone_list, default=None,
+                        help="architectures of the cross-architecture evaluation, comma-separated (default mlp; "
+                        f"choices {', '.join(sorted(models.MODELS))})")
     parser.add_argument("--eval-models", type=positive_int, default=None, help="models trained per method (5)")
     parser.add_argument("--eval-steps", type=positive_int, default=None, help="Adam steps on a synthetic set")
     parser.add_argument("--stride", type=positive_int, default=None, help="step between real training windows")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=nonnegative_int, default=0,
                         help="seed of data, experts, initialisation and sampling")
-    parser.add_argument("--lr-expert", type=positive_float, default=None,
-                        help="experts' SGD rate, also the initial student step size (0.01)")
+    parser.add_argument("--lr-expert", type=positive_float, default=None, help="experts' SGD rate (0.01)")
+    parser.add_argument("--syn-lr", type=positive_float, default=None,
+                        help="initial student step size (default: the expert segment's ground, lr_expert x batches "
+                        "per epoch x expert_step / syn_steps)")
+    parser.add_argument("--base", choices=BASES, default=None,
+                        help="the trajectory matching under both sets (default mtt): datm grows the window of start "
+                        "epochs and starts the targets as the experts' forecasts (soft labels); ftd trains the experts "
+                        "sharpness-aware and keeps an EMA of the set")
+    parser.add_argument("--sam-rho", type=positive_float, default=None,
+                        help="radius of the ftd experts' sharpness-aware steps (0.05)")
+    parser.add_argument("--ema-decay", type=unit_float, default=None,
+                        help="decay of the ftd set's exponential moving average per iteration (0.95)")
+    parser.add_argument("--revin", action="store_true",
+                        help="DLinear with instance normalisation (RevIN); the other backbones always have it")
     parser.add_argument("--lr-lr", type=positive_float, default=None, help="Adam rate of the log step size (0.01)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="experts' and full models' batch (32)")
     parser.add_argument("--eval-lr", type=positive_float, default=None,
@@ -112,6 +138,18 @@ def add_arguments(parser):
     parser.add_argument("--patience", type=positive_int, default=None, help="full-data early-stopping patience (3)")
     parser.add_argument("--resume", action="store_true",
                         help="reuse finished experts and continue distillation from the checkpoints in --out")
+
+
+def backbone_list(text):
+    """argparse type: comma-separated model names, each one of models.MODELS."""
+    names = tuple(name.strip() for name in text.split(","))
+    unknown = [name for name in names if name not in models.MODELS]
+    if unknown:
+        raise ValueError(f"{text!r}: unknown model(s) {unknown}; choices: {', '.join(sorted(models.MODELS))}")
+    return names
+
+
+backbone_list.__name__ = "comma-separated model names"
 
 
 def resolve_config(args):
@@ -145,23 +183,54 @@ class FlatParameters:
         return functional_call(self.model, params, (x,))
 
 
+def build_backbone(name, config, shape):
+    """A fresh model of architecture ``name`` (DLinear with RevIN when --revin)."""
+    options = {"revin": config["revin"]} if name == "dlinear" else {}
+    return models.build_model(name, *shape, **options)
+
+
+def segment_step_size(config, train_windows):
+    """The student's initial step size: syn_steps steps at it cover the ground of the expert segment they are
+    matched to, expert_step epochs of ceil(train_windows / batch_size) SGD steps at lr_expert."""
+    batches_per_epoch = math.ceil(train_windows / config["batch_size"])
+    return config["lr_expert"] * batches_per_epoch * config["expert_step"] / config["syn_steps"]
+
+
 def train_expert(index, config, train, runtime, shape):
     """One expert: SGD on the real training windows; its flat parameters after every epoch, [epochs + 1, P]."""
     seed_everything(config["seed"] * 1000 + index)
-    model = models.build_model(config["backbone"], *shape).to(runtime.device)
+    model = build_backbone(config["backbone"], config, shape).to(runtime.device)
     flat = FlatParameters(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=config["lr_expert"])
     trajectory = [flat.flatten().cpu()]
     generator = torch.Generator().manual_seed(config["seed"] * 1000 + index)
     single = Runtime(0, 1, runtime.device)
+    parameters = list(model.parameters())
     for _ in range(config["expert_epochs"]):
         for x, y in shard_batches(*train, config["batch_size"], single, generator):
-            loss = F.mse_loss(model(x), y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            F.mse_loss(model(x), y).backward()
+            if config["base"] == "ftd":
+                sharpness_aware_gradient(model, parameters, x, y, config["sam_rho"])
             optimizer.step()
         trajectory.append(flat.flatten().cpu())
     return torch.stack(trajectory)
+
+
+def sharpness_aware_gradient(model, parameters, x, y, rho):
+    """Replace the parameters' gradients by SAM's (Foret et al., 2021), as FTD trains its experts: the gradient
+    at the worst point within ``rho`` of them along the current gradient, theta + rho g / ||g||."""
+    with torch.no_grad():
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in parameters]))
+        ascent = [rho * p.grad / norm.clamp_min(1e-12) for p in parameters]
+        for p, step in zip(parameters, ascent):
+            p.add_(step)
+    for p in parameters:
+        p.grad = None
+    F.mse_loss(model(x), y).backward()
+    with torch.no_grad():
+        for p, step in zip(parameters, ascent):
+            p.sub_(step)
 
 
 def expert_trajectories(config, train, runtime, shape, folder, resume):
@@ -210,21 +279,31 @@ def split_set(synthetic, seq_len):
     return synthetic[:, :, :seq_len].transpose(1, 2), synthetic[:, :, seq_len:].transpose(1, 2)
 
 
-class TrajectoryMatching:
-    """One synthetic set being distilled: ``step(theta_start, theta_target)`` runs one iteration."""
+def method_terms(config):
+    """{method: its DDTime terms}: ``ddtime`` the configured ones, ``base`` none (alpha = lambda = 0)."""
+    ddtime = {name: config[name] for name in TERM_OPTIONS}
+    return {"base": dict(ddtime, alpha=0.0, lam=0.0), "ddtime": ddtime}
 
-    def __init__(self, method, config, initial_set, device, shape):
-        self.alpha, self.lam = (config["alpha"], config["lam"]) if method == "ddtime" else (0.0, 0.0)
+
+class TrajectoryMatching:
+    """One synthetic set being distilled: ``step(theta_start, theta_target)`` runs one iteration.
+    ``terms`` holds DDTime's alpha, lam, spectral_norm and tau (see ``method_terms``)."""
+
+    def __init__(self, config, terms, initial_set, device, shape):
+        self.alpha, self.lam, self.spectral_norm, self.tau = (terms[name] for name in TERM_OPTIONS)
         self.config = config
         # eval mode: dropout would make the unrolled steps and the teacher's targets random
-        self.student = FlatParameters(models.build_model(config["backbone"], *shape).to(device).eval())
+        self.student = FlatParameters(build_backbone(config["backbone"], config, shape).to(device).eval())
         self.synthetic = initial_set.clone().to(device).requires_grad_(True)
-        self.log_lr = torch.tensor(math.log(config["lr_expert"]), device=device, requires_grad=True)
+        self.log_lr = torch.tensor(math.log(config["syn_lr"]), device=device, requires_grad=True)
+        # FTD evaluates an exponential moving average of the set rather than its last iterate
+        self.average = self.synthetic.detach().clone() if config["base"] == "ftd" else None
         self.optimizer = torch.optim.Adam([{"params": [self.synthetic], "lr": config["lr_syn"]},
                                            {"params": [self.log_lr], "lr": config["lr_lr"]}])
 
-    def step(self, theta_start, theta_target):
-        """One update of the set and the step size; returns the loss."""
+    def loss_terms(self, theta_start, theta_target):
+        """The weighted terms of the loss, {"parameters", "values", and with nonzero weights "spectral",
+        "bottleneck"}, differentiable in the set and the step size."""
         config, student = self.config, self.student
         x, y = split_set(self.synthetic, config["seq_len"])
         theta = theta_start.clone().requires_grad_(True)
@@ -233,16 +312,22 @@ class TrajectoryMatching:
             inner = F.mse_loss(student(theta, x), y)
             theta = theta - step_size * torch.autograd.grad(inner, theta, create_graph=True)[0]
         distance = (theta_start - theta_target).square().sum().clamp_min(torch.finfo(theta.dtype).tiny)
-        loss = (theta - theta_target).square().sum() / distance
+        terms = {"parameters": (theta - theta_target).square().sum() / distance}
         prediction = student(theta, x)
         with torch.no_grad():
             teacher_prediction = student(theta_target, x)
-        loss = loss + (1 - self.alpha) * F.mse_loss(prediction, teacher_prediction)
+        terms["values"] = (1 - self.alpha) * F.mse_loss(prediction, teacher_prediction)
         if self.alpha:
-            loss = loss + self.alpha * ddkernels.spectral_l1_loss(prediction, teacher_prediction, dim=1,
-                                                                  norm=config["spectral_norm"])
+            terms["spectral"] = self.alpha * ddkernels.spectral_l1_loss(prediction, teacher_prediction, dim=1,
+                                                                        norm=self.spectral_norm)
         if self.lam:
-            loss = loss + self.lam * ddkernels.pairwise_skl_diversity(self.synthetic, tau=config["tau"])
+            terms["bottleneck"] = self.lam * ddkernels.pairwise_skl_diversity(self.synthetic, tau=self.tau)
+        return terms
+
+    def step(self, theta_start, theta_target):
+        """One update of the set and the step size; returns the loss."""
+        config, student = self.config, self.student
+        loss = sum(self.loss_terms(theta_start, theta_target).values())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([self.synthetic], config["clip"])
@@ -251,29 +336,63 @@ class TrajectoryMatching:
             with torch.no_grad():
                 x, y = split_set(self.synthetic, config["seq_len"])
                 y.lerp_(student(theta_target, x), config["label_rate"])
+        if self.average is not None:
+            self.average.lerp_(self.synthetic.detach(), 1 - config["ema_decay"])
         return loss.item()
 
     @property
     def step_size(self):
         return float(self.log_lr.detach().exp())
 
+    @property
+    def distilled_set(self):
+        """The set to train on: the last iterate, or for ftd its moving average."""
+        return (self.synthetic if self.average is None else self.average).detach()
+
     def state_dict(self):
         return {"synthetic": self.synthetic.detach(), "log_lr": self.log_lr.detach(),
-                "optimizer": self.optimizer.state_dict()}
+                "optimizer": self.optimizer.state_dict(),
+                **({} if self.average is None else {"average": self.average})}
 
     def load_state_dict(self, state):
         with torch.no_grad():
             self.synthetic.copy_(state["synthetic"])
             self.log_lr.copy_(state["log_lr"])
+            if self.average is not None:
+                self.average.copy_(state["average"])
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-def distill(config, trajectories, initial_set, device, shape, checkpoint, resume):
-    """``base`` and ``ddtime`` distilled in lockstep from ``initial_set``, on the same expert and start epoch
-    each iteration, each iteration timed (so the two costs are measured under the same conditions).
-    Returns {method: TrajectoryMatching} and {method: median seconds per iteration}."""
-    runs = {method: TrajectoryMatching(method, config, initial_set, device, shape) for method in ("base", "ddtime")}
-    key = config_key(config, DISTILL_OPTIONS)
+def start_epoch_window(config, iteration):
+    """[low, high) of the start epoch drawn at ``iteration``: 0 .. max_start_epoch for mtt and ftd; for datm a
+    window that grows from the first half of those epochs to all of them over the first half of the iterations
+    (difficulty-aligned: early, easier segments first)."""
+    if config["base"] != "datm":
+        return 0, config["max_start_epoch"]
+    first = max(1, config["max_start_epoch"] // 2)
+    grown = first + (config["max_start_epoch"] - first) * iteration // max(1, config["iterations"] // 2)
+    return 0, min(config["max_start_epoch"], grown)
+
+
+@torch.no_grad()
+def soft_label_set(initial_set, trajectories, config, device, shape):
+    """DATM's soft labels for forecasting: the set's targets replaced by the experts' mean forecast of its inputs
+    (each expert at its last epoch); the targets stay learnable."""
+    student = FlatParameters(build_backbone(config["backbone"], config, shape).to(device).eval())
+    x, _ = split_set(initial_set.to(device), config["seq_len"])
+    forecast = torch.stack([student(trajectory[-1].to(device), x) for trajectory in trajectories]).mean(0)
+    return torch.cat([initial_set[:, :, :config["seq_len"]].to(device), forecast.transpose(1, 2)], dim=2).cpu()
+
+
+def distill(config, terms, trajectories, initial_set, device, shape, checkpoint, resume):
+    """One set per method of ``terms`` ({method: its DDTime terms}, e.g. ``method_terms(config)``), distilled in
+    lockstep from ``initial_set``, on the same expert and start epoch each iteration, each iteration timed (so the
+    costs are measured under the same conditions); with the datm base the sets start from soft labels
+    (``soft_label_set``). Returns {method: TrajectoryMatching} and {method: median seconds per iteration}."""
+    if config["base"] == "datm":
+        initial_set = soft_label_set(initial_set, trajectories, config, device, shape)
+    runs = {method: TrajectoryMatching(config, terms[method], initial_set, device, shape) for method in terms}
+    key = config_key(config, DISTILL_OPTIONS, terms=terms)
     seconds = {method: [] for method in runs}
     generator = torch.Generator().manual_seed(config["seed"] + 17)
     start_iteration = 0
@@ -287,11 +406,13 @@ def distill(config, trajectories, initial_set, device, shape, checkpoint, resume
     iterations = Progress(range(start_iteration, config["iterations"]), "distill")
     for iteration in iterations:
         expert = int(torch.randint(len(trajectories), (1,), generator=generator))
-        start = int(torch.randint(config["max_start_epoch"], (1,), generator=generator))
+        low, high = start_epoch_window(config, iteration)
+        start = low + int(torch.randint(high - low, (1,), generator=generator))
         theta_start = trajectories[expert][start].to(device)
         theta_target = trajectories[expert][start + config["expert_step"]].to(device)
         order = list(runs.items())
-        for method, run in order if iteration % 2 == 0 else order[::-1]:
+        # the order alternates so that no method always runs first (with a warmer cache, or right after another)
+        for method, run in order[iteration % len(order):] + order[:iteration % len(order)]:
             begin = time.perf_counter()
             loss = run.step(theta_start, theta_target)
             if device.type == "cuda":
@@ -305,11 +426,16 @@ def distill(config, trajectories, initial_set, device, shape, checkpoint, resume
     return runs, {method: statistics.median(times) for method, times in seconds.items()}
 
 
-def train_on_set(backbone, synthetic, config, device, shape, seed):
-    """A fresh model trained on a synthetic set alone: full-batch Adam, --eval-steps steps."""
+def train_on_set(backbone, synthetic, config, device, shape, seed, sgd_step_size=None):
+    """A fresh model trained on a synthetic set alone, full batch, --eval-steps steps: Adam at --eval-lr (the
+    headline protocol: how a user trains a new model on the set), or, given ``sgd_step_size``, SGD at that rate
+    (MTT's protocol, at the distillation's learned step size)."""
     seed_everything(seed)
-    model = models.build_model(backbone, *shape).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["eval_lr"])
+    model = build_backbone(backbone, config, shape).to(device)
+    if sgd_step_size is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=config["eval_lr"])
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=sgd_step_size)
     x, y = split_set(synthetic.to(device), config["seq_len"])
     model.train()
     for _ in range(config["eval_steps"]):
@@ -320,37 +446,84 @@ def train_on_set(backbone, synthetic, config, device, shape, seed):
     return model
 
 
+@torch.no_grad()
+def level_gain(model, shape, device):
+    """How much of a flat input's level the forecast carries: the mean of model(ones) - model(zeros) (1 is ideal;
+    above 1 a level shift is amplified, below 1 damped)."""
+    seq_len, _, channels = shape
+    was_training = model.training
+    model.eval()
+    forecast = model(torch.stack([torch.zeros(seq_len, channels), torch.ones(seq_len, channels)]).to(device))
+    model.train(was_training)
+    return float((forecast[1] - forecast[0]).mean())
+
+
+def input_target_jump(inputs, targets):
+    """Mean |first target value - last input value| over windows and channels, [N, T, C] each (standardised
+    units: real hourly windows jump little; a set that exaggerates its targets jumps far)."""
+    return float((targets[:, 0] - inputs[:, -1]).abs().mean())
+
+
+def model_metrics(model, test, shape, device):
+    """Test MSE/MAE, the MSE on the test windows with their level shifted by LEVEL_SHIFT, and the level gain."""
+    single = Runtime(0, 1, device)
+    shifted = evaluate(model, test[0] + LEVEL_SHIFT, test[1] + LEVEL_SHIFT, single)
+    return {**evaluate(model, *test, single), "shifted_mse": shifted["mse"],
+            "level_gain": level_gain(model, shape, device)}
+
+
 def summarize(results):
-    """{"mse", "mae", "mse_std", "mae_std"} over the models' test metrics."""
+    """{metric, metric_std} over the models' metrics: mean and standard deviation of each."""
     summary = {}
-    for metric in ("mse", "mae"):
+    for metric in results[0]:
         values = [r[metric] for r in results]
         summary[metric] = statistics.fmean(values)
         summary[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
     return summary
 
 
-def evaluate_methods(backbone, sets, config, train, val, test, device, shape, out, resume):
-    """Test metrics of --eval-models models per method, trained on each set and on the full training split."""
+def evaluate_methods(backbone, sets, config, train, val, test, device, shape, out, resume, step_sizes=None,
+                     include_full=True):
+    """Test metrics of --eval-models models trained on each set of ``sets`` ({method: set}) and, with
+    ``include_full``, on the full training split (``full``, Adam with early stopping on ``val``). Without
+    ``step_sizes`` the models train on the sets with Adam (the headline); with {method: step size} with SGD at
+    those rates (MTT's protocol)."""
     single = Runtime(0, 1, device)
+    methods = [*sets, "full"] if include_full else list(sets)
+    protocol = "Adam" if step_sizes is None else "SGD"
     results = {}
-    for method in METHODS:
+    for method in methods:
         runs = []
-        for k in Progress(range(config["eval_models"]), f"evaluate {method} ({backbone})"):
+        for k in Progress(range(config["eval_models"]), f"evaluate {method} ({backbone}, {protocol})"):
             seed = config["seed"] * 100 + k
             if method == "full":
                 seed_everything(seed)
-                model = models.build_model(backbone, *shape).to(device)
+                model = build_backbone(backbone, config, shape).to(device)
                 fit_config = FitConfig(epochs=config["full_epochs"], batch_size=config["batch_size"],
                                        lr=config["eval_lr"], patience=config["patience"])
                 fit(model, lambda module, x, y: F.mse_loss(module(x), y), train, val, fit_config, single,
                     out / f"full_{backbone}_{k}.pt", f"full {backbone} {k}", seed, resume,
                     config_key(config, FULL_OPTIONS, backbone=backbone, model=k))
             else:
-                model = train_on_set(backbone, sets[method], config, device, shape, seed)
-            runs.append(evaluate(model, *test, single))
+                model = train_on_set(backbone, sets[method], config, device, shape, seed,
+                                     None if step_sizes is None else step_sizes[method])
+            runs.append(model_metrics(model, test, shape, device))
         results[method] = summarize(runs)
     return results
+
+
+def set_diagnostics(sets, initial_set, train, seq_len):
+    """Per set: its input-to-target jump, its RMS distance from the real windows it started from and its largest
+    absolute value (standardised units); the same jump and largest value of the real training windows under
+    ``real_windows``."""
+    diagnostics = {"real_windows": {"jump": input_target_jump(*train),
+                                    "max_abs": max(float(train[0].abs().max()), float(train[1].abs().max()))}}
+    for method, synthetic in sets.items():
+        synthetic = synthetic.cpu()
+        diagnostics[method] = {"jump": input_target_jump(*split_set(synthetic, seq_len)),
+                               "distance_from_initial": float((synthetic - initial_set).square().mean().sqrt()),
+                               "max_abs": float(synthetic.abs().max())}
+    return diagnostics
 
 
 def _plot(path, sets, columns, seq_len):
@@ -384,9 +557,12 @@ def _run(config, args, runtime):
     if config["samples"] > len(train[0]):
         raise ValueError(f"--samples ({config['samples']}) exceeds the {len(train[0])} training windows")
     shape = (config["seq_len"], config["pred_len"], dataset.channels)
+    if config["syn_lr"] is None:
+        config["syn_lr"] = segment_step_size(config, len(train[0]))
     if runtime.is_main:
         print(f"data: {dataset.name}, {dataset.channels} channels, {len(train[0])} training windows; "
-              f"{runtime.world_size} process(es) on {runtime.device}")
+              f"{runtime.world_size} process(es) on {runtime.device}; initial student step size "
+              f"{config['syn_lr']:.4g}")
     clock = time.perf_counter()
     trajectories = expert_trajectories(config, train, runtime, shape, out / "experts", args.resume)
     if not runtime.is_main:
@@ -397,9 +573,10 @@ def _run(config, args, runtime):
     test = dataset.windows("test").tensors()
     initial_set = random_windows(train, config["samples"], torch.Generator().manual_seed(config["seed"]))
     clock = time.perf_counter()
-    runs, seconds = distill(config, trajectories, initial_set, device, shape, out / "distill_state.pt", args.resume)
+    runs, seconds = distill(config, method_terms(config), trajectories, initial_set, device, shape,
+                            out / "distill_state.pt", args.resume)
     print(f"distillation: {time.perf_counter() - clock:.0f} s")
-    sets = {"random": initial_set, **{method: run.synthetic.detach() for method, run in runs.items()}}
+    sets = {"random": initial_set, **{method: run.distilled_set for method, run in runs.items()}}
     for method, run in runs.items():
         x, y = split_set(sets[method], config["seq_len"])
         data.save_synthetic_set(out / f"{method}_set.pt", x.cpu(), y.cpu(),
@@ -407,20 +584,33 @@ def _run(config, args, runtime):
                                  "step_size": run.step_size, "backbone": config["backbone"]})
     clock = time.perf_counter()
     metrics = evaluate_methods(config["backbone"], sets, config, train, val, test, device, shape, out, args.resume)
+    step_sizes = {"random": config["syn_lr"], **{method: run.step_size for method, run in runs.items()}}
+    metrics["sgd_at_learned_step"] = evaluate_methods(config["backbone"], sets, config, train, val, test, device,
+                                                      shape, out, args.resume, step_sizes, include_full=False)
     metrics["cross_architecture"] = {
-        "backbone": config["eval_backbone"],
-        **evaluate_methods(config["eval_backbone"], sets, config, train, val, test, device, shape, out, args.resume)}
+        backbone: evaluate_methods(backbone, sets, config, train, val, test, device, shape, out, args.resume)
+        for backbone in config["eval_backbone"]}
     print(f"evaluation: {time.perf_counter() - clock:.0f} s")
     metrics["seconds_per_iteration"] = seconds
     metrics["overhead_vs_base"] = seconds["ddtime"] / seconds["base"] - 1
+    metrics["initial_step_size"] = config["syn_lr"]
     metrics["learned_step_size"] = {method: run.step_size for method, run in runs.items()}
+    metrics["sets"] = set_diagnostics(sets, initial_set, train, config["seq_len"])
     metrics["config"] = {**config, "world_size": runtime.world_size, "device_used": str(device)}
     write_json(metrics, out / "metrics.json")
     rows = []
-    for backbone, table in ((config["backbone"], metrics), (config["eval_backbone"], metrics["cross_architecture"])):
-        rows += [(backbone, method, f"{table[method]['mse']:.4f} ± {table[method]['mse_std']:.4f}",
-                  f"{table[method]['mae']:.4f} ± {table[method]['mae_std']:.4f}") for method in METHODS]
-    print_table(("eval backbone", "method", "test MSE", "test MAE"), rows)
+    tables = [(config["backbone"], "Adam", metrics),
+              (config["backbone"], "SGD at learned step", metrics["sgd_at_learned_step"]),
+              *((backbone, "Adam", table) for backbone, table in metrics["cross_architecture"].items())]
+    for backbone, protocol, table in tables:
+        rows += [(backbone, protocol, method, f"{table[method]['mse']:.4f} ± {table[method]['mse_std']:.4f}",
+                  f"{table[method]['mae']:.4f} ± {table[method]['mae_std']:.4f}",
+                  f"{table[method]['shifted_mse']:.4f}", f"{table[method]['level_gain']:.3f}")
+                 for method in METHODS if method in table]
+    print_table(("eval backbone", "training", "method", "test MSE", "test MAE", f"MSE, level +{LEVEL_SHIFT:g}",
+                 "level gain"), rows)
+    print("input-to-target jump: " + ", ".join(f"{name} {values['jump']:.3f}"
+                                               for name, values in metrics["sets"].items()))
     print(f"seconds per iteration: base {seconds['base']:.4f}, ddtime {seconds['ddtime']:.4f} "
           f"({100 * metrics['overhead_vs_base']:+.1f}%)")
     _plot(out / "synthetic_sets.png", sets, dataset.columns, config["seq_len"])
