@@ -1,4 +1,4 @@
-"""Forecasting models for the trainers: teachers (PatchTST, TCN) and students (MLP, DLinear).
+"""Forecasting models for the trainers: teachers (iTransformer, PatchTST, TCN) and students (MLP, DLinear).
 
 Every model maps x [B, seq_len, C] to a forecast [B, pred_len, C]; ``forward_features`` also returns the
 representation right before the output head, [B, C, feature_dim]. Forward passes are pure functions of the
@@ -236,6 +236,37 @@ class PatchTST(Forecaster):
         return forecast, features
 
 
+class ITransformer(Forecaster):
+    """iTransformer (Liu et al., ICLR 2024): the variates are the tokens. Each channel's series is normalised
+    (mean and std over time, no affine part), embedded whole by Linear(seq_len, d_model), mixed across channels by
+    pre-norm encoder layers, normalised by a final LayerNorm and mapped to the horizon by Linear(d_model, pred_len).
+    Features: the tokens after the final norm, F = d_model. The defaults are the TimeDistill teacher on ETTh1
+    (2 layers, d_model = d_ff = 256, 8 heads, dropout 0.1); no timestamp tokens."""
+
+    def __init__(self, seq_len, pred_len, channels, d_model=256, n_heads=8, n_layers=2, d_ff=256, dropout=0.1):
+        super().__init__(seq_len, pred_len, channels)
+        d_model = check_positive_int("d_model", d_model)
+        n_layers = check_positive_int("n_layers", n_layers)
+        self.normalisation = RevIN(self.channels, affine=False)
+        self.embedding = nn.Linear(self.seq_len, d_model)
+        self.embedding_dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(EncoderLayer(d_model, check_positive_int("n_heads", n_heads),
+                                                 check_positive_int("d_ff", d_ff), dropout) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.feature_dim = d_model
+        self.head = nn.Linear(d_model, self.pred_len)
+
+    def forward_features(self, x):
+        self.check_input(x)
+        x, stats = self.normalisation(x)
+        tokens = self.embedding_dropout(self.embedding(series_first(x)))
+        for layer in self.layers:
+            tokens = layer(tokens)
+        features = self.norm(tokens)
+        forecast = self.normalisation.inverse(time_first(self.head(features)), stats)
+        return forecast, features
+
+
 class TemporalBlock(nn.Module):
     """Residual block of two causal dilated convolutions with ReLU and dropout (Bai et al., 2018), no weight norm."""
 
@@ -283,7 +314,7 @@ class TCN(Forecaster):
         return forecast, features
 
 
-MODELS = {"dlinear": DLinear, "mlp": MLPStudent, "patchtst": PatchTST, "tcn": TCN}
+MODELS = {"dlinear": DLinear, "mlp": MLPStudent, "itransformer": ITransformer, "patchtst": PatchTST, "tcn": TCN}
 
 
 def build_model(name, seq_len, pred_len, channels, **kwargs):
