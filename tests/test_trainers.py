@@ -10,9 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddkernels import cli, data, models
+import ddkernels
+from ddkernels import cli, data, models, reference
 from ddkernels.trainers import ddtime as ddtime_trainer
 from ddkernels.ops import multiscale_mse, pairwise_skl, spectral_kl, spectral_l1
+from helpers import kernel_backends, rel_error
 
 KD_TINY = ["kd", "--seq-len", "48", "--pred-len", "24", "--teacher", "tcn", "--teacher-epochs", "1", "--epochs", "2",
            "--stride", "8", "--d-model", "32", "--device", "cpu"]
@@ -56,6 +58,44 @@ def test_kd_writes_metrics_and_uses_fused_ops(tmp_path, monkeypatch):
     # both terms, on predictions and on features, each through the C++ kernels
     assert {name for name, _ in log} == {"spectral_kl", "multiscale_mse"}
     assert {backend for _, backend in log} == {"cpu"}
+
+
+def _official_spectral_kl(student, teacher, tau):
+    """The official TimeDistill term: kl_div(log(softmax(|rfft(s)|[1:] / tau) + 1e-8), softmax(|rfft(t)|[1:] / tau))."""
+    def spectrum_softmax(x):
+        return torch.softmax(torch.fft.rfft(x, dim=1).abs()[:, 1:] / tau, dim=1)
+    return F.kl_div(torch.log(spectrum_softmax(student) + 1e-8), spectrum_softmax(teacher), reduction="mean")
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss:UserWarning")  # the official's choice
+@pytest.mark.parametrize("backend", kernel_backends(spectral_kl.KERNELS) + ["reference"])
+def test_kd_spectral_kl_stays_finite_when_the_teacher_softmax_underflows(backend):
+    # A teacher (or projected teacher feature) with one dominant frequency: |rfft| / tau spans ~1900, so the float32
+    # softmax of its spectrum holds exact zeros. The official code's kl_div then has a NaN gradient with respect to
+    # the teacher side (the regressor's output in its feature term), and every loss turns NaN from the first epoch.
+    steps = torch.arange(96.0)
+    generator = torch.Generator().manual_seed(0)
+    teacher = 20 * torch.sin(2 * math.pi * 4 * steps / 96)[None, :, None] + 0.1 * torch.randn(2, 96, 3,
+                                                                                            generator=generator)
+    student = torch.randn(2, 96, 3, generator=generator)
+    tau = 0.5
+    assert (torch.softmax(torch.fft.rfft(teacher, dim=1).abs()[:, 1:] / tau, dim=1) == 0).any()
+    teacher, student = teacher.requires_grad_(), student.requires_grad_()
+    _, official_teacher_grad = torch.autograd.grad(_official_spectral_kl(student, teacher, tau), (student, teacher))
+    assert torch.isnan(official_teacher_grad).any()
+
+    with ddkernels.use_backend(backend):
+        loss = ddkernels.spectral_kl_loss(student, teacher, dim=1, tau=tau)
+    student_grad, teacher_grad = torch.autograd.grad(loss, (student, teacher))
+    student64, teacher64 = (x.detach().double().requires_grad_() for x in (student, teacher))
+    expected = reference.spectral_kl_loss(student64, teacher64, dim=1, tau=tau)
+    expected_student_grad, expected_teacher_grad = torch.autograd.grad(expected, (student64, teacher64))
+    assert torch.isfinite(loss) and torch.isfinite(student_grad).all() and torch.isfinite(teacher_grad).all()
+    assert rel_error(loss, expected) < 1e-5
+    assert rel_error(student_grad, expected_student_grad) < 1e-4
+    # the teacher side's gradient is ~1e-10 (its softmax is one-hot): measured against both sides' gradients
+    joint = torch.cat([expected_student_grad.flatten(), expected_teacher_grad.flatten()]).norm()
+    assert float((teacher_grad.double() - expected_teacher_grad).norm() / joint) < 1e-4
 
 
 def test_kd_without_distillation_terms_equals_the_plain_student(tmp_path):
