@@ -124,7 +124,7 @@ class DLinear(Forecaster):
 class MLPStudent(Forecaster):
     """TimeDistill's MLP student: RevIN, decomposition, then per branch (seasonal, trend) Linear(seq_len, d_model),
     LayerNorm, ReLU, dropout, Linear(d_model, pred_len); the branch forecasts summed; weights shared across channels.
-    Features: the two branch hiddens after ReLU concatenated, F = 2 * d_model."""
+    Features: the sum of the two branches' first linear layers' outputs, F = d_model (TimeDistill's choice)."""
 
     def __init__(self, seq_len, pred_len, channels, d_model=512, kernel_size=25, dropout=0.0, revin=True):
         super().__init__(seq_len, pred_len, channels)
@@ -135,7 +135,7 @@ class MLPStudent(Forecaster):
         self.trend_hidden = self._hidden(d_model, dropout)
         self.seasonal_head = nn.Linear(d_model, self.pred_len)
         self.trend_head = nn.Linear(d_model, self.pred_len)
-        self.feature_dim = 2 * d_model
+        self.feature_dim = d_model
 
     def _hidden(self, d_model, dropout):
         return nn.Sequential(nn.Linear(self.seq_len, d_model), nn.LayerNorm(d_model), nn.ReLU(), nn.Dropout(dropout))
@@ -145,11 +145,13 @@ class MLPStudent(Forecaster):
         if self.revin is not None:
             x, stats = self.revin(x)
         seasonal, trend = (series_first(part) for part in self.decomposition(x))
-        seasonal, trend = self.seasonal_hidden(seasonal), self.trend_hidden(trend)
+        seasonal, trend = self.seasonal_hidden[0](seasonal), self.trend_hidden[0](trend)
+        features = seasonal + trend
+        seasonal, trend = self.seasonal_hidden[1:](seasonal), self.trend_hidden[1:](trend)
         forecast = time_first(self.seasonal_head(seasonal) + self.trend_head(trend))
         if self.revin is not None:
             forecast = self.revin.inverse(forecast, stats)
-        return forecast, torch.cat([seasonal, trend], dim=-1)
+        return forecast, features
 
 
 class SelfAttention(nn.Module):

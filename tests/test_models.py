@@ -10,7 +10,7 @@ SMALL = {"dlinear": {}, "mlp": {"d_model": 16},
          "itransformer": {"d_model": 16, "n_heads": 4, "n_layers": 2, "d_ff": 32, "dropout": 0.0},
          "patchtst": {"d_model": 16, "n_heads": 4, "n_layers": 2, "d_ff": 32, "dropout": 0.0},
          "tcn": {"hidden": 8, "levels": 3, "dropout": 0.0}}
-FEATURE_DIMS = {"dlinear": 2 * SEQ_LEN, "mlp": 2 * 16, "itransformer": 16, "patchtst": ((SEQ_LEN + 8 - 16) // 8 + 1) * 16,
+FEATURE_DIMS = {"dlinear": 2 * SEQ_LEN, "mlp": 16, "itransformer": 16, "patchtst": ((SEQ_LEN + 8 - 16) // 8 + 1) * 16,
                 "tcn": 8 * SEQ_LEN}
 
 

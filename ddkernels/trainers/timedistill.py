@@ -109,8 +109,8 @@ def resolve_config(args):
     if config["pred_len"] < shortest:
         raise ValueError(f"--pred-len ({config['pred_len']}) must be at least {shortest}: the spectral KL needs 2 "
                          f"steps and --scales {config['scales']} pool up to {max(config['scales'])}")
-    if 2 * config["d_model"] < shortest:
-        raise ValueError(f"--d-model ({config['d_model']}): the student's features (2 x d_model) must be at least "
+    if config["d_model"] < shortest:
+        raise ValueError(f"--d-model ({config['d_model']}): the student's features (d_model wide) must be at least "
                          f"{shortest} long for --scales {config['scales']}")
     config.update(data=args.data, preset=args.preset, device=args.device, seed=args.seed)
     return config
