@@ -135,30 +135,6 @@ def test_dlinear_starts_as_a_mean_forecaster():
     torch.testing.assert_close(model(x), x.mean(1, keepdim=True).expand(-1, PRED_LEN, -1))
 
 
-def test_models_are_channel_independent_where_stated():
-    x = batch()
-    for name in ("mlp", "patchtst", "tcn"):
-        model = small_model(name, revin=False).eval()
-        swapped = model(x[..., [2, 1, 0]])
-        torch.testing.assert_close(swapped, model(x)[..., [2, 1, 0]], msg=name)
-
-
-def test_build_model_and_argument_errors():
-    assert isinstance(models.build_model("tcn", 16, 4, 2, hidden=4), models.TCN)
-    with pytest.raises(ValueError, match=r"unknown model 'lstm'; choices: dlinear, mlp, itransformer, patchtst, tcn"):
-        models.build_model("lstm", 16, 4, 2)
-    with pytest.raises(ValueError, match="seq_len must be positive"):
-        models.DLinear(0, 4, 2)
-    with pytest.raises(TypeError, match="channels must be an int"):
-        models.MLPStudent(16, 4, 2.0)
-    with pytest.raises(ValueError, match="divisible by n_heads"):
-        models.PatchTST(32, 4, 2, d_model=10, n_heads=4)
-    with pytest.raises(ValueError, match="divisible by n_heads"):
-        models.ITransformer(32, 4, 2, d_model=10, n_heads=4)
-    with pytest.raises(ValueError, match="must be at least patch_len"):
-        models.PatchTST(4, 4, 2, patch_len=16, stride=8)
-
-
 def test_itransformer_treats_variates_as_tokens():
     """Attention over variates without a variate position: permuting the channels permutes the forecast and the
     features; and each channel's forecast depends on the others' series (unlike the channel-independent models)."""
@@ -183,3 +159,34 @@ def test_itransformer_is_scale_and_shift_equivariant():
     scale, shift = torch.tensor([2.0, 0.5, 3.0], dtype=torch.float64), torch.tensor([1.0, -4.0, 0.25],
                                                                                     dtype=torch.float64)
     torch.testing.assert_close(model(x * scale + shift), model(x) * scale + shift, atol=1e-4, rtol=1e-4)
+
+
+def test_itransformer_argument_errors():
+    with pytest.raises(ValueError, match="divisible by n_heads"):
+        models.ITransformer(32, 4, 2, d_model=10, n_heads=4)
+    with pytest.raises(ValueError, match="n_layers must be positive"):
+        models.ITransformer(32, 4, 2, n_layers=0)
+
+
+
+def test_models_are_channel_independent_where_stated():
+    x = batch()
+    for name in ("mlp", "patchtst", "tcn"):
+        model = small_model(name, revin=False).eval()
+        swapped = model(x[..., [2, 1, 0]])
+        torch.testing.assert_close(swapped, model(x)[..., [2, 1, 0]], msg=name)
+
+
+def test_build_model_and_argument_errors():
+    assert isinstance(models.build_model("tcn", 16, 4, 2, hidden=4), models.TCN)
+    with pytest.raises(ValueError, match=r"unknown model 'lstm'; choices: dlinear, mlp, itransformer, patchtst, tcn"):
+        models.build_model("lstm", 16, 4, 2)
+    with pytest.raises(ValueError, match="seq_len must be positive"):
+        models.DLinear(0, 4, 2)
+    with pytest.raises(TypeError, match="channels must be an int"):
+        models.MLPStudent(16, 4, 2.0)
+    with pytest.raises(ValueError, match="divisible by n_heads"):
+        models.PatchTST(32, 4, 2, d_model=10, n_heads=4)
+    with pytest.raises(ValueError, match="must be at least patch_len"):
+        models.PatchTST(4, 4, 2, patch_len=16, stride=8)
+
