@@ -1,4 +1,4 @@
-"""Forecasting models for the trainers: teachers (PatchTST, TCN) and students (MLP, DLinear).
+"""Forecasting models for the trainers: teachers (iTransformer, PatchTST, TCN) and students (MLP, DLinear).
 
 Every model maps x [B, seq_len, C] to a forecast [B, pred_len, C]; ``forward_features`` also returns the
 representation right before the output head, [B, C, feature_dim]. Forward passes are pure functions of the
@@ -131,7 +131,7 @@ class DLinear(Forecaster):
 class MLPStudent(Forecaster):
     """TimeDistill's MLP student: RevIN, decomposition, then per branch (seasonal, trend) Linear(seq_len, d_model),
     LayerNorm, ReLU, dropout, Linear(d_model, pred_len); the branch forecasts summed; weights shared across channels.
-    Features: the two branch hiddens after ReLU concatenated, F = 2 * d_model."""
+    Features: the sum of the two branches' first linear layers' outputs, F = d_model (TimeDistill's choice)."""
 
     def __init__(self, seq_len, pred_len, channels, d_model=512, kernel_size=25, dropout=0.0, revin=True):
         super().__init__(seq_len, pred_len, channels)
@@ -142,7 +142,7 @@ class MLPStudent(Forecaster):
         self.trend_hidden = self._hidden(d_model, dropout)
         self.seasonal_head = nn.Linear(d_model, self.pred_len)
         self.trend_head = nn.Linear(d_model, self.pred_len)
-        self.feature_dim = 2 * d_model
+        self.feature_dim = d_model
 
     def _hidden(self, d_model, dropout):
         return nn.Sequential(nn.Linear(self.seq_len, d_model), nn.LayerNorm(d_model), nn.ReLU(), nn.Dropout(dropout))
@@ -152,11 +152,13 @@ class MLPStudent(Forecaster):
         if self.revin is not None:
             x, stats = self.revin(x)
         seasonal, trend = (series_first(part) for part in self.decomposition(x))
-        seasonal, trend = self.seasonal_hidden(seasonal), self.trend_hidden(trend)
+        seasonal, trend = self.seasonal_hidden[0](seasonal), self.trend_hidden[0](trend)
+        features = seasonal + trend
+        seasonal, trend = self.seasonal_hidden[1:](seasonal), self.trend_hidden[1:](trend)
         forecast = time_first(self.seasonal_head(seasonal) + self.trend_head(trend))
         if self.revin is not None:
             forecast = self.revin.inverse(forecast, stats)
-        return forecast, torch.cat([seasonal, trend], dim=-1)
+        return forecast, features
 
 
 class SelfAttention(nn.Module):
@@ -243,6 +245,37 @@ class PatchTST(Forecaster):
         return forecast, features
 
 
+class ITransformer(Forecaster):
+    """iTransformer (Liu et al., ICLR 2024): the variates are the tokens. Each channel's series is normalised
+    (mean and std over time, no affine part), embedded whole by Linear(seq_len, d_model), mixed across channels by
+    pre-norm encoder layers, normalised by a final LayerNorm and mapped to the horizon by Linear(d_model, pred_len).
+    Features: the tokens after the final norm, F = d_model. The defaults are the TimeDistill teacher on ETTh1
+    (2 layers, d_model = d_ff = 256, 8 heads, dropout 0.1); no timestamp tokens."""
+
+    def __init__(self, seq_len, pred_len, channels, d_model=256, n_heads=8, n_layers=2, d_ff=256, dropout=0.1):
+        super().__init__(seq_len, pred_len, channels)
+        d_model = check_positive_int("d_model", d_model)
+        n_layers = check_positive_int("n_layers", n_layers)
+        self.normalisation = RevIN(self.channels, affine=False)
+        self.embedding = nn.Linear(self.seq_len, d_model)
+        self.embedding_dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(EncoderLayer(d_model, check_positive_int("n_heads", n_heads),
+                                                 check_positive_int("d_ff", d_ff), dropout) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.feature_dim = d_model
+        self.head = nn.Linear(d_model, self.pred_len)
+
+    def forward_features(self, x):
+        self.check_input(x)
+        x, stats = self.normalisation(x)
+        tokens = self.embedding_dropout(self.embedding(series_first(x)))
+        for layer in self.layers:
+            tokens = layer(tokens)
+        features = self.norm(tokens)
+        forecast = self.normalisation.inverse(time_first(self.head(features)), stats)
+        return forecast, features
+
+
 class TemporalBlock(nn.Module):
     """Residual block of two causal dilated convolutions with ReLU and dropout (Bai et al., 2018), no weight norm."""
 
@@ -290,7 +323,7 @@ class TCN(Forecaster):
         return forecast, features
 
 
-MODELS = {"dlinear": DLinear, "mlp": MLPStudent, "patchtst": PatchTST, "tcn": TCN}
+MODELS = {"dlinear": DLinear, "mlp": MLPStudent, "itransformer": ITransformer, "patchtst": PatchTST, "tcn": TCN}
 
 
 def build_model(name, seq_len, pred_len, channels, **kwargs):

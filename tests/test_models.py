@@ -7,9 +7,10 @@ from ddkernels import models
 
 SEQ_LEN, PRED_LEN, CHANNELS, BATCH = 37, 11, 3, 2
 SMALL = {"dlinear": {}, "mlp": {"d_model": 16},
+         "itransformer": {"d_model": 16, "n_heads": 4, "n_layers": 2, "d_ff": 32, "dropout": 0.0},
          "patchtst": {"d_model": 16, "n_heads": 4, "n_layers": 2, "d_ff": 32, "dropout": 0.0},
          "tcn": {"hidden": 8, "levels": 3, "dropout": 0.0}}
-FEATURE_DIMS = {"dlinear": 2 * SEQ_LEN, "mlp": 2 * 16, "patchtst": ((SEQ_LEN + 8 - 16) // 8 + 1) * 16,
+FEATURE_DIMS = {"dlinear": 2 * SEQ_LEN, "mlp": 16, "itransformer": 16, "patchtst": ((SEQ_LEN + 8 - 16) // 8 + 1) * 16,
                 "tcn": 8 * SEQ_LEN}
 
 
@@ -38,7 +39,7 @@ def test_output_and_feature_shapes(name):
         model(torch.randn(BATCH, SEQ_LEN + 1, CHANNELS))
 
 
-@pytest.mark.parametrize("name", ["mlp", "patchtst", "tcn"])
+@pytest.mark.parametrize("name", ["mlp", "itransformer", "patchtst", "tcn"])
 def test_default_sizes_build(name):
     model = models.build_model(name, 96, 96, 7)
     assert model(torch.randn(1, 96, 7)).shape == (1, 96, 7)
@@ -71,8 +72,9 @@ def test_functional_call_matches_and_differentiates_through_an_sgd_step(name):
         assert value.grad is not None and torch.isfinite(value.grad).all(), key
 
 
-def test_dropout_only_in_train_mode():
-    model = small_model("patchtst", dropout=0.5)
+@pytest.mark.parametrize("name", ["itransformer", "patchtst"])
+def test_dropout_only_in_train_mode(name):
+    model = small_model(name, dropout=0.5)
     x = batch()
     model.eval()
     assert torch.equal(model(x), model(x))
@@ -146,6 +148,39 @@ def test_dlinear_with_revin_carries_a_level_shift_through():
     assert len(list(normalised.parameters())) == len(list(plain.parameters())) + 2
 
 
+def test_itransformer_treats_variates_as_tokens():
+    """Attention over variates without a variate position: permuting the channels permutes the forecast and the
+    features; and each channel's forecast depends on the others' series (unlike the channel-independent models)."""
+    model = small_model("itransformer").eval()
+    x = batch()
+    order = [2, 0, 1]
+    forecast, features = model.forward_features(x)
+    swapped_forecast, swapped_features = model.forward_features(x[..., order])
+    torch.testing.assert_close(swapped_forecast, forecast[..., order])
+    torch.testing.assert_close(swapped_features, features[:, order])
+    changed = x.clone()
+    changed[..., 1] += torch.randn(BATCH, SEQ_LEN, generator=torch.Generator().manual_seed(3))
+    assert not torch.allclose(model(changed)[..., 0], forecast[..., 0])
+
+
+def test_itransformer_is_scale_and_shift_equivariant():
+    """The per-series normalisation: a forecast of a * x + b is a * forecast(x) + b per channel (up to the eps
+    under the std's square root)."""
+    model = small_model("itransformer").eval()
+    x = batch().double()
+    model.double()
+    scale, shift = torch.tensor([2.0, 0.5, 3.0], dtype=torch.float64), torch.tensor([1.0, -4.0, 0.25],
+                                                                                    dtype=torch.float64)
+    torch.testing.assert_close(model(x * scale + shift), model(x) * scale + shift, atol=1e-4, rtol=1e-4)
+
+
+def test_itransformer_argument_errors():
+    with pytest.raises(ValueError, match="divisible by n_heads"):
+        models.ITransformer(32, 4, 2, d_model=10, n_heads=4)
+    with pytest.raises(ValueError, match="n_layers must be positive"):
+        models.ITransformer(32, 4, 2, n_layers=0)
+
+
 def test_models_are_channel_independent_where_stated():
     x = batch()
     for name in ("mlp", "patchtst", "tcn"):
@@ -156,7 +191,7 @@ def test_models_are_channel_independent_where_stated():
 
 def test_build_model_and_argument_errors():
     assert isinstance(models.build_model("tcn", 16, 4, 2, hidden=4), models.TCN)
-    with pytest.raises(ValueError, match=r"unknown model 'lstm'; choices: dlinear, mlp, patchtst, tcn"):
+    with pytest.raises(ValueError, match=r"unknown model 'lstm'; choices: dlinear, mlp, itransformer, patchtst, tcn"):
         models.build_model("lstm", 16, 4, 2)
     with pytest.raises(ValueError, match="seq_len must be positive"):
         models.DLinear(0, 4, 2)
@@ -166,3 +201,4 @@ def test_build_model_and_argument_errors():
         models.PatchTST(32, 4, 2, d_model=10, n_heads=4)
     with pytest.raises(ValueError, match="must be at least patch_len"):
         models.PatchTST(4, 4, 2, patch_len=16, stride=8)
+

@@ -11,9 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddkernels import cli, data, models
+import ddkernels
+from ddkernels import cli, data, models, reference
 from ddkernels.trainers import ddtime as ddtime_trainer
+from ddkernels.trainers import timedistill
+from ddkernels.trainers._common import FitConfig, Runtime, fit
 from ddkernels.ops import multiscale_mse, pairwise_skl, spectral_kl, spectral_l1
+from helpers import kernel_backends, rel_error
 
 KD_TINY = ["kd", "--seq-len", "48", "--pred-len", "24", "--teacher", "tcn", "--teacher-epochs", "1", "--epochs", "2",
            "--stride", "8", "--d-model", "32", "--device", "cpu"]
@@ -44,19 +48,125 @@ def _finite_metrics(table):
         assert math.isfinite(table[key]) and table[key] > 0
 
 
-def test_kd_writes_metrics_and_uses_fused_ops(tmp_path, monkeypatch):
+def test_kd_writes_metrics_and_uses_fused_ops(tmp_path, monkeypatch, capsys):
     log = _backend_log(monkeypatch, *KD_OPS)
-    assert cli.main(KD_TINY + ["--out", str(tmp_path)]) == 0
+    assert cli.main(KD_TINY + ["--teacher", "itransformer", "--out", str(tmp_path)]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for name in ("teacher", "student_plain", "student_kd"):
         _finite_metrics(metrics[name])
-        assert metrics["params"][name] > 0 and metrics["inference_ms"][name] > 0
-    assert metrics["config"]["teacher"] == "tcn" and metrics["config"]["scales"] == [1, 2, 4, 8]
+        assert math.isfinite(metrics[name]["val_mse"]) and metrics[name]["val_mse"] > 0
+        assert metrics["params"][name] > 0 and metrics["inference_ms"][name] > 0 and metrics["train_seconds"][name] > 0
+    assert metrics["config"]["teacher"] == "itransformer" and metrics["config"]["scales"] == [1, 2, 4, 8]
+    check = metrics["teacher_check"]
+    assert check["teacher_val_mse"] == metrics["teacher"]["val_mse"]
+    assert check["plain_val_mse"] == metrics["student_plain"]["val_mse"]
+    assert check["teacher_test_mse"] == metrics["teacher"]["mse"]
+    assert check["plain_test_mse"] == metrics["student_plain"]["mse"]
+    assert check["teacher_beats_plain"] == (check["teacher_val_mse"] < check["plain_val_mse"])
+    assert ("cannot be expected to help" in capsys.readouterr().out) == (not check["teacher_beats_plain"])
+    assert metrics["kd_gain"] == pytest.approx(1 - metrics["student_kd"]["mse"] / metrics["student_plain"]["mse"])
     assert metrics["student_plain"] != metrics["student_kd"]
     assert (tmp_path / "forecast.png").stat().st_size > 0
     # both terms, on predictions and on features, each through the C++ kernels
     assert {name for name, _ in log} == {"spectral_kl", "multiscale_mse"}
     assert {backend for _, backend in log} == {"cpu"}
+
+
+def _official_spectral_kl(student, teacher, tau):
+    """The official TimeDistill term: kl_div(log(softmax(|rfft(s)|[1:] / tau) + 1e-8), softmax(|rfft(t)|[1:] / tau))."""
+    def spectrum_softmax(x):
+        return torch.softmax(torch.fft.rfft(x, dim=1).abs()[:, 1:] / tau, dim=1)
+    return F.kl_div(torch.log(spectrum_softmax(student) + 1e-8), spectrum_softmax(teacher), reduction="mean")
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss:UserWarning")  # the official's choice
+@pytest.mark.parametrize("backend", kernel_backends(spectral_kl.KERNELS) + ["reference"])
+def test_kd_spectral_kl_stays_finite_when_the_teacher_softmax_underflows(backend):
+    # A teacher (or projected teacher feature) with one dominant frequency: |rfft| / tau spans ~1900, so the float32
+    # softmax of its spectrum holds exact zeros. The official code's kl_div then has a NaN gradient with respect to
+    # the teacher side (the regressor's output in its feature term), and every loss turns NaN from the first epoch.
+    steps = torch.arange(96.0)
+    generator = torch.Generator().manual_seed(0)
+    teacher = 20 * torch.sin(2 * math.pi * 4 * steps / 96)[None, :, None] + 0.1 * torch.randn(2, 96, 3,
+                                                                                            generator=generator)
+    student = torch.randn(2, 96, 3, generator=generator)
+    tau = 0.5
+    assert (torch.softmax(torch.fft.rfft(teacher, dim=1).abs()[:, 1:] / tau, dim=1) == 0).any()
+    teacher, student = teacher.requires_grad_(), student.requires_grad_()
+    _, official_teacher_grad = torch.autograd.grad(_official_spectral_kl(student, teacher, tau), (student, teacher))
+    assert torch.isnan(official_teacher_grad).any()
+
+    with ddkernels.use_backend(backend):
+        loss = ddkernels.spectral_kl_loss(student, teacher, dim=1, tau=tau)
+    student_grad, teacher_grad = torch.autograd.grad(loss, (student, teacher))
+    student64, teacher64 = (x.detach().double().requires_grad_() for x in (student, teacher))
+    expected = reference.spectral_kl_loss(student64, teacher64, dim=1, tau=tau)
+    expected_student_grad, expected_teacher_grad = torch.autograd.grad(expected, (student64, teacher64))
+    assert torch.isfinite(loss) and torch.isfinite(student_grad).all() and torch.isfinite(teacher_grad).all()
+    assert rel_error(loss, expected) < 1e-5
+    assert rel_error(student_grad, expected_student_grad) < 1e-4
+    # the teacher side's gradient is ~1e-10 (its softmax is one-hot): measured against both sides' gradients
+    joint = torch.cat([expected_student_grad.flatten(), expected_teacher_grad.flatten()]).norm()
+    assert float((teacher_grad.double() - expected_teacher_grad).norm() / joint) < 1e-4
+
+
+@pytest.mark.parametrize("windows", [1, 2047, 2048, 2049, 7825, 100000])
+def test_quick_stride_leaves_at_most_the_quick_windows(windows):
+    stride = timedistill.quick_stride(windows)
+    assert len(range(0, windows, stride)) <= timedistill.QUICK_WINDOWS
+    assert stride == 1 or len(range(0, windows, stride - 1)) > timedistill.QUICK_WINDOWS
+    assert timedistill.quick_stride(7825) == 4  # ETTh1 at input 720: every 4th window
+
+
+def test_teacher_check_warns_only_when_the_teacher_is_no_better():
+    better = timedistill.teacher_check(0.30, 0.35)
+    assert better["teacher_beats_plain"] and better["warning"] is None
+    for teacher_val in (0.35, 0.40):
+        worse = timedistill.teacher_check(teacher_val, 0.35)
+        assert not worse["teacher_beats_plain"]
+        assert "no better than the plain student" in worse["warning"] and f"{teacher_val:.4f}" in worse["warning"]
+
+
+def test_teacher_outputs_computed_once_give_the_loss_of_a_live_teacher():
+    torch.manual_seed(0)
+    teacher = models.build_model("itransformer", 48, 24, 3, d_model=16, n_heads=2, d_ff=16).eval()
+    student = timedistill.DistillationStudent(models.MLPStudent(48, 24, 3, d_model=8), teacher.feature_dim)
+    x, y = torch.randn(5, 48, 3), torch.randn(5, 24, 3)
+    config = {"tau": 0.5, "scales": (1, 2, 4, 8), "pred_len": 24, "alpha": 1.0, "beta": 0.7}
+    packed = timedistill.with_teacher_outputs(teacher, x, y, keep_features=True, batch_size=2)
+    assert packed.shape == (5, 24 + 24 + 16, 3)
+    with torch.no_grad():
+        teacher_forecast, teacher_features = teacher.forward_features(x)
+    torch.testing.assert_close(packed[:, :24], y)
+    torch.testing.assert_close(packed[:, 24:48], teacher_forecast)
+    torch.testing.assert_close(packed[:, 48:].transpose(1, 2), teacher_features)
+    prediction, features, projected = student(x, teacher_features)
+    expected = (F.mse_loss(prediction, y)
+                + ddkernels.spectral_kl_loss(prediction, teacher_forecast, dim=1)
+                + ddkernels.multiscale_mse_loss(prediction, teacher_forecast, dim=1)
+                + 0.7 * (ddkernels.spectral_kl_loss(features, projected, dim=-1)
+                         + ddkernels.multiscale_mse_loss(features, projected, dim=-1)))
+    torch.testing.assert_close(timedistill.distillation_loss(student, x, packed, config), expected)
+    forecasts_only = timedistill.with_teacher_outputs(teacher, x, y, keep_features=False)
+    torch.testing.assert_close(forecasts_only, packed[:, :48])
+
+
+@pytest.mark.parametrize("decay, expected", [(0.5, [0.1, 0.1, 0.05, 0.025]), (1.0, [0.1] * 4)])
+def test_fit_halves_the_learning_rate_each_epoch_after_the_second(tmp_path, monkeypatch, decay, expected):
+    # Time-Series-Library's "type1" as its loop applies it (the rate set after epoch e is lr * 0.5 ** (e - 1))
+    rates = []
+    step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    model = torch.nn.Linear(3, 2)
+    pairs = (torch.randn(8, 3), torch.randn(8, 2))
+    config = FitConfig(epochs=4, batch_size=8, lr=0.1, patience=10, lr_decay=decay)
+    fit(model, lambda module, x, y: F.mse_loss(module(x), y), pairs, pairs, config,
+        Runtime(0, 1, torch.device("cpu")), tmp_path / "model.pt", "linear", 0, False, {})
+    assert rates == pytest.approx(expected)
 
 
 def test_kd_without_distillation_terms_equals_the_plain_student(tmp_path):
@@ -317,6 +427,7 @@ def test_resume_with_other_options_raises(tmp_path, trainer, change):
     (["distill", "--samples", "1000", "--stride", "100"], "--samples"),
     (["kd", "--pred-len", "6"], "--pred-len"),
     (["kd", "--d-model", "2"], "--d-model"),
+    (["kd", "--lr-decay", "1.5"], "--lr-decay"),
 ])
 def test_bad_options_name_the_option(tmp_path, argv, message):
     with pytest.raises(ValueError, match=message):
@@ -336,6 +447,8 @@ def test_bad_options_name_the_option(tmp_path, argv, message):
     (["kd", "--alpha", "-0.5"], "--alpha"),
     (["kd", "--beta", "inf"], "--beta"),
     (["kd", "--seed", "-1"], "--seed"),
+    (["kd", "--lr-decay", "0"], "--lr-decay"),
+    (["kd", "--teacher", "lstm"], "--teacher"),
 ])
 def test_malformed_options_are_argparse_errors(capsys, argv, message):
     with pytest.raises(SystemExit):

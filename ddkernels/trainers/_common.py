@@ -178,10 +178,13 @@ def evaluate(model, inputs, targets, runtime, batch_size=256):
 
 @dataclass(frozen=True)
 class FitConfig:
+    """``lr_decay`` multiplies the learning rate once per epoch from the third epoch on (0.5 is
+    Time-Series-Library's "type1" schedule as its training loop applies it: lr, lr, lr/2, lr/4, ...)."""
     epochs: int
     batch_size: int
     lr: float
     patience: int
+    lr_decay: float = 1.0
 
 
 def save_atomic(obj, path):
@@ -223,6 +226,8 @@ def fit(model, loss_fn, train, val, config, runtime, checkpoint, description, se
         if state["bad_epochs"] >= config.patience:
             break
         generator.manual_seed(seed * 1000 + epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * config.lr_decay ** max(0, epoch - 1)
         model.train()
         losses = []
         for x, y in shard_batches(*train, config.batch_size, runtime, generator):

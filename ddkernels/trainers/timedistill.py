@@ -1,19 +1,24 @@
 """TimeDistill: cross-architecture knowledge distillation of a forecasting teacher into a light MLP.
 
-Trains (or, with --resume, loads) a teacher (a patch Transformer or a temporal convolution network), then two
-MLP students from the same initialisation, seed, budget and early stopping: one on the ground truth alone, one
-with the distillation loss
+Trains (or, with --resume, loads) a teacher (an iTransformer by default, or a patch Transformer or a temporal
+convolution network), then two MLP students from the same initialisation, seed, budget and early stopping: one on
+the ground truth alone, one with the distillation loss
 
     MSE(student, y) + alpha [SpectralKL(student, teacher; tau) + MultiScaleMSE(student, teacher; scales)]
                     + beta  [SpectralKL(h_s, R(h_t); tau) + MultiScaleMSE(h_s, R(h_t); scales)]
 
-where h_s and h_t are the students' and the teacher's hidden features (along the feature axis) and R a learned
-two-layer regressor to the student's width. The loss terms are ddkernels' fused ops. Reports test MSE and MAE
-(standardised scale) of all three models, writes metrics.json, checkpoints and a plot to --out.
+where h_s and h_t are the students' and the teacher's hidden features (along the feature axis) and R a
+Linear-ReLU-Linear regressor to the student's width, trained with the student. The loss terms are ddkernels'
+fused ops; the frozen teacher's forecasts and features on the training windows are computed once. Checks the
+teacher against the plain student on validation (a teacher no better than the plain student is warned about),
+reports validation and test MSE and MAE (standardised scale) of all three models, and writes metrics.json,
+checkpoints and a plot to --out.
 
     ddkernels kd --preset quick --data ../shared/data/ETTh1.csv --out runs/kd
+    ddkernels kd --preset paper --data ../shared/data/ETTh1.csv --pred-len 336 --out runs/kd336
     torchrun --nproc_per_node 2 -m ddkernels kd --preset quick --out runs/kd
 """
+import time
 from pathlib import Path
 
 import torch
@@ -28,16 +33,24 @@ from ddkernels.trainers._common import (FitConfig, evaluate, fit, inference_ms, 
                                         nonnegative_int, positive_float, positive_int, preset_options, run_in_runtime,
                                         save_figure, seed_everything, write_json)
 
-TEACHERS = ("patchtst", "tcn")
+TEACHERS = ("itransformer", "patchtst", "tcn")
 
+# paper: the official TimeDistill protocol (LingFengGold/TimeDistill on Time-Series-Library, ETTh1 scripts):
+# input 720, every window (stride 1), batch 32, patience 5, Adam with "type1" halving; the iTransformer teacher at
+# lr 1e-4 for 10 epochs, the students at lr 0.01. The official students may run 100 epochs; with the rate halved
+# every epoch, an epoch past the 20th moves a weight by at most 245 steps x 2e-8 (Adam's step is about the rate),
+# so 20 it is. quick: the same on evenly spaced windows, at most QUICK_WINDOWS an epoch (every 4th on ETTh1),
+# 10 student epochs (the rate is 2e-5 by then), and a teacher at lr 5e-4 (a quarter of the steps) for 4 epochs.
+QUICK_WINDOWS = 2048
 PRESETS = {
-    "quick": {"teacher_epochs": 3, "epochs": 10, "stride": 2, "patience": 3},
-    "paper": {"teacher_epochs": 30, "epochs": 100, "stride": 1, "patience": 10},
+    "quick": {"seq_len": 720, "teacher_epochs": 4, "epochs": 10, "stride": "auto", "patience": 5, "batch_size": 32,
+              "lr": 0.01, "teacher_lr": 5e-4, "lr_decay": 0.5},
+    "paper": {"seq_len": 720, "teacher_epochs": 10, "epochs": 20, "stride": 1, "patience": 5, "batch_size": 32,
+              "lr": 0.01, "teacher_lr": 1e-4, "lr_decay": 0.5},
 }
 
-DEFAULTS = {"seq_len": 96, "pred_len": 96, "teacher": "patchtst", "batch_size": 64, "lr": 1e-3,
-            "teacher_lr": 1e-3, "alpha": 1.0, "beta": 1.0, "tau": 0.5, "scales": (1, 2, 4, 8), "d_model": 512,
-            **PRESETS["paper"]}
+DEFAULTS = {"pred_len": 96, "teacher": "itransformer", "alpha": 1.0, "beta": 1.0, "tau": 0.5, "scales": (1, 2, 4, 8),
+            "d_model": 512, **PRESETS["paper"]}
 
 
 def _scales(text):
@@ -58,16 +71,22 @@ def add_arguments(parser):
     parser.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                         help="budget: quick (a few minutes on a laptop CPU) or paper (default); options given "
                         "explicitly override it")
-    parser.add_argument("--teacher", choices=TEACHERS, default=None, help="teacher architecture (default patchtst)")
-    parser.add_argument("--seq-len", type=positive_int, default=None, help="input window (default 96)")
+    parser.add_argument("--teacher", choices=TEACHERS, default=None,
+                        help="teacher architecture (default itransformer)")
+    parser.add_argument("--seq-len", type=positive_int, default=None, help="input window (default 720)")
     parser.add_argument("--pred-len", type=positive_int, default=None, help="forecast horizon (default 96)")
     parser.add_argument("--epochs", type=positive_int, default=None, help="student epochs (early stopping applies)")
     parser.add_argument("--teacher-epochs", type=positive_int, default=None, help="teacher epochs")
     parser.add_argument("--patience", type=positive_int, default=None, help="early-stopping patience in epochs")
-    parser.add_argument("--stride", type=positive_int, default=None, help="step between training windows")
+    parser.add_argument("--stride", type=positive_int, default=None,
+                        help=f"step between training windows (default 1; quick: the smallest step that leaves at "
+                        f"most {QUICK_WINDOWS} windows)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="windows per step, per process")
     parser.add_argument("--lr", type=positive_float, default=None, help="student learning rate (Adam)")
     parser.add_argument("--teacher-lr", type=positive_float, default=None, help="teacher learning rate (Adam)")
+    parser.add_argument("--lr-decay", type=positive_float, default=None,
+                        help="factor on both learning rates per epoch from the third epoch on (default 0.5, "
+                        "Time-Series-Library's type1; 1 keeps them constant)")
     parser.add_argument("--d-model", type=positive_int, default=None, help="MLP student hidden width (default 512)")
     parser.add_argument("--alpha", type=nonnegative_float, default=None,
                         help="weight of the prediction-level terms (default 1)")
@@ -84,12 +103,14 @@ def add_arguments(parser):
 def resolve_config(args):
     """The options in force: given explicitly, else the preset's, else the defaults."""
     config = preset_options(args, DEFAULTS, PRESETS)
+    if config["lr_decay"] > 1:
+        raise ValueError(f"--lr-decay ({config['lr_decay']}) must be at most 1: it shrinks the learning rates")
     shortest = max(2, *config["scales"])
     if config["pred_len"] < shortest:
         raise ValueError(f"--pred-len ({config['pred_len']}) must be at least {shortest}: the spectral KL needs 2 "
                          f"steps and --scales {config['scales']} pool up to {max(config['scales'])}")
-    if 2 * config["d_model"] < shortest:
-        raise ValueError(f"--d-model ({config['d_model']}): the student's features (2 x d_model) must be at least "
+    if config["d_model"] < shortest:
+        raise ValueError(f"--d-model ({config['d_model']}): the student's features (d_model wide) must be at least "
                          f"{shortest} long for --scales {config['scales']}")
     config.update(data=args.data, preset=args.preset, device=args.device, seed=args.seed)
     return config
@@ -118,13 +139,26 @@ class DistillationStudent(nn.Module):
         return prediction, features, self.regressor(teacher_features)
 
 
-def distillation_loss(module, x, y, teacher, config):
-    """MSE to the ground truth plus the prediction- and feature-level TimeDistill terms (ddkernels' fused ops)."""
-    tau, scales = config["tau"], config["scales"]
-    with torch.no_grad():
-        teacher_prediction, teacher_features = teacher.forward_features(x)
+@torch.no_grad()
+def with_teacher_outputs(teacher, inputs, targets, keep_features, batch_size=256):
+    """The targets [N, pred_len, C] with the frozen teacher's forecasts (and, with ``keep_features``, its features
+    [N, C, F] as [N, F, C]) appended along time: computed once, they travel with each batch's targets."""
+    device = next(teacher.parameters()).device
+    batches = []
+    for start in range(0, len(inputs), batch_size):
+        forecast, features = teacher.forward_features(inputs[start:start + batch_size].to(device))
+        batches.append(torch.cat([forecast, features.transpose(1, 2)], dim=1) if keep_features else forecast)
+    return torch.cat([targets, torch.cat(batches).to(targets.device)], dim=1)
+
+
+def distillation_loss(module, x, packed, config):
+    """MSE to the ground truth plus the prediction- and feature-level TimeDistill terms (ddkernels' fused ops).
+
+    ``packed`` is a batch of ``with_teacher_outputs``: ground truth, teacher forecast, then teacher features."""
+    tau, scales, horizon = config["tau"], config["scales"], config["pred_len"]
+    y, teacher_prediction = packed[:, :horizon], packed[:, horizon:2 * horizon]
     if config["beta"]:
-        prediction, features, projected = module(x, teacher_features)
+        prediction, features, projected = module(x, packed[:, 2 * horizon:].transpose(1, 2))
     else:
         prediction = module(x)
     loss = F.mse_loss(prediction, y)
@@ -137,6 +171,17 @@ def distillation_loss(module, x, y, teacher, config):
             ddkernels.spectral_kl_loss(features, projected, dim=-1, tau=tau)
             + ddkernels.multiscale_mse_loss(features, projected, dim=-1, scales=scales))
     return loss
+
+
+def teacher_check(teacher_val_mse, plain_val_mse):
+    """The teacher against the plain student on validation, with a warning when it is no better."""
+    better = teacher_val_mse < plain_val_mse
+    warning = None if better else (
+        f"WARNING: the teacher (validation MSE {teacher_val_mse:.4f}) is no better than the plain student "
+        f"({plain_val_mse:.4f}); distillation from it cannot be expected to help. Train it longer "
+        "(--teacher-epochs, --teacher-lr) or choose another --teacher.")
+    return {"teacher_val_mse": teacher_val_mse, "plain_val_mse": plain_val_mse, "teacher_beats_plain": better,
+            "warning": warning}
 
 
 def mse_loss(module, x, y):
@@ -159,6 +204,11 @@ def _plot(path, series, truth, forecasts, column):
     save_figure(fig, path, dpi=120)
 
 
+def quick_stride(windows):
+    """Every k-th of ``windows`` training windows, k = ceil(windows / QUICK_WINDOWS): at most QUICK_WINDOWS left."""
+    return -(-windows // QUICK_WINDOWS)
+
+
 def run(args):
     config = resolve_config(args)
     return run_in_runtime(config["device"], lambda runtime: _run(config, args, runtime))
@@ -169,6 +219,8 @@ def _run(config, args, runtime):
     out.mkdir(parents=True, exist_ok=True)
     seed = config["seed"]
     dataset = data.load(config["data"], config["seq_len"], config["pred_len"], seed=seed)
+    if config["stride"] == "auto":
+        config["stride"] = quick_stride(len(dataset.windows("train")))
     train = dataset.windows("train", stride=config["stride"]).tensors()
     val = dataset.windows("val").tensors()
     test = dataset.windows("test").tensors()
@@ -182,14 +234,19 @@ def _run(config, args, runtime):
         picked = {name: list(config[name]) if isinstance(config[name], tuple) else config[name] for name in names}
         return {**picked, "world_size": runtime.world_size}
 
-    common = ("data", "seed", "seq_len", "pred_len", "stride", "batch_size", "patience")
+    common = ("data", "seed", "seq_len", "pred_len", "stride", "batch_size", "patience", "lr_decay")
     keys = {"teacher": key(*common, "teacher", "teacher_lr"),
             "student_plain": key(*common, "d_model", "lr"),
             "student_kd": key(*common, "teacher", "teacher_lr", "d_model", "lr", "alpha", "beta", "tau", "scales")}
+    seconds = {}
 
-    def train_model(model, loss_fn, name, epochs, lr):
-        fit_config = FitConfig(epochs=epochs, batch_size=config["batch_size"], lr=lr, patience=config["patience"])
-        fit(model, loss_fn, train, val, fit_config, runtime, out / f"{name}.pt", name, seed, args.resume, keys[name])
+    def train_model(model, loss_fn, name, epochs, lr, train_pairs=train):
+        fit_config = FitConfig(epochs=epochs, batch_size=config["batch_size"], lr=lr, patience=config["patience"],
+                               lr_decay=config["lr_decay"])
+        start = time.perf_counter()
+        fit(model, loss_fn, train_pairs, val, fit_config, runtime, out / f"{name}.pt", name, seed, args.resume,
+            keys[name])
+        seconds[name] = time.perf_counter() - start
         model.eval()
         return model
 
@@ -201,25 +258,45 @@ def _run(config, args, runtime):
     seed_everything(seed + 1)
     plain = train_model(models.MLPStudent(*shape, d_model=config["d_model"]).to(runtime.device), mse_loss,
                         "student_plain", config["epochs"], config["lr"])
+    validation = {name: evaluate(model, *val, runtime) for name, model in (("teacher", teacher),
+                                                                          ("student_plain", plain))}
+    check = teacher_check(validation["teacher"]["mse"], validation["student_plain"]["mse"])
+    if runtime.is_main and check["warning"]:
+        print(check["warning"])
 
+    start = time.perf_counter()
+    distill_train = (train[0], with_teacher_outputs(teacher, *train, keep_features=bool(config["beta"])))
+    seconds["teacher_outputs"] = time.perf_counter() - start
     seed_everything(seed + 1)
     student = models.MLPStudent(*shape, d_model=config["d_model"])
     distilled = DistillationStudent(student, teacher.feature_dim if config["beta"] else None).to(runtime.device)
-    train_model(distilled, lambda module, x, y: distillation_loss(module, x, y, teacher, config), "student_kd",
-                config["epochs"], config["lr"])
+    train_model(distilled, lambda module, x, packed: distillation_loss(module, x, packed, config), "student_kd",
+                config["epochs"], config["lr"], distill_train)
 
     trained = {"teacher": teacher, "student_plain": plain, "student_kd": distilled.student}
+    validation["student_kd"] = evaluate(distilled.student, *val, runtime)
     metrics = {name: evaluate(model, *test, runtime) for name, model in trained.items()}
     if not runtime.is_main:
         return 0
+    for name in trained:
+        metrics[name].update(val_mse=validation[name]["mse"], val_mae=validation[name]["mae"])
+    check.update(teacher_test_mse=metrics["teacher"]["mse"], plain_test_mse=metrics["student_plain"]["mse"])
+    metrics["teacher_check"] = check
+    metrics["kd_gain"] = 1 - metrics["student_kd"]["mse"] / metrics["student_plain"]["mse"]
+    metrics["train_seconds"] = seconds
     metrics["params"] = {name: models.count_parameters(model) for name, model in trained.items()}
     metrics["inference_ms"] = {name: inference_ms(model, test[0], runtime) for name, model in trained.items()}
     metrics["config"] = {key: list(value) if isinstance(value, tuple) else value for key, value in config.items()}
     metrics["config"].update(world_size=runtime.world_size, device_used=str(runtime.device))
     write_json(metrics, out / "metrics.json")
-    print_table(("model", "test MSE", "test MAE", "parameters", "inference ms (batch 32)"),
-                [(name, f"{metrics[name]['mse']:.4f}", f"{metrics[name]['mae']:.4f}", metrics["params"][name],
+    print_table(("model", "val MSE", "test MSE", "test MAE", "parameters", "train s", "inference ms (batch 32)"),
+                [(name, f"{metrics[name]['val_mse']:.4f}", f"{metrics[name]['mse']:.4f}",
+                  f"{metrics[name]['mae']:.4f}", metrics["params"][name], f"{seconds[name]:.0f}",
                   f"{metrics['inference_ms'][name]:.2f}") for name in trained])
+    print(f"distilled student: test MSE {100 * abs(metrics['kd_gain']):.1f}% "
+          f"{'lower' if metrics['kd_gain'] > 0 else 'higher'} than the plain student's")
+    if check["warning"]:
+        print(check["warning"])
     column = dataset.channels - 1
     with torch.no_grad():
         x = test[0][:1].to(runtime.device)
