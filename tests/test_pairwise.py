@@ -38,10 +38,10 @@ def _check(backend, x, tau, upstream=1.7, dtype=torch.float32):
     loss_tol, grad_tol = TOLERANCE[dtype]  # both backends compute float64 inputs in float64
     assert loss.shape == () and grad.shape == x.shape and grad.dtype == x.dtype
     assert rel_error(loss, expected) < loss_tol
-    if float(expected_grad.abs().max()) == 0.0:  # one value per sample: every softmax is 1, D = 0
-        assert float(grad.abs().max()) < grad_tol * 1e-2
-    else:
-        assert rel_error(grad, expected_grad) < grad_tol
+    # Saturated softmaxes (S = 2, tau = 0.1) with the same peak make D ~ 1e-10 and the exact gradient ~1e-9, a
+    # difference of O(1 / tau) terms: an absolute floor there (one value per sample gives exactly zero).
+    error = float((grad.detach().double() - expected_grad).norm())
+    assert torch.isfinite(grad).all() and error < grad_tol * max(float(expected_grad.norm()), 1e-6)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -1,6 +1,5 @@
 import argparse
 import importlib.util
-import inspect
 import json
 import math
 import os
@@ -26,21 +25,19 @@ DISTILL_TINY = ["distill", "--seq-len", "48", "--pred-len", "24", "--samples", "
                 "--syn-steps", "3", "--eval-models", "2", "--eval-steps", "5", "--stride", "8", "--device", "cpu"]
 
 
-def _backend_log(monkeypatch, *functions):
-    """Record (op module, backend) for every kernel-served call of these (module, forward function name)."""
+def _backend_log(monkeypatch, *modules):
+    """Record (op module, backend) for every kernel-served call of these op modules (their launcher lookups)."""
     log = []
-    for module, name in functions:
-        forward = getattr(module, name)
-
-        def logged(*args, _forward=forward, _op=module.__name__.rsplit(".", 1)[-1]):
-            log.append((_op, inspect.signature(_forward).bind(*args).arguments["backend"]))
-            return _forward(*args)
-        monkeypatch.setattr(module, name, logged)
+    for module in modules:
+        def logged(backend, launcher_module, _launchers=module.launchers, _op=module.__name__.rsplit(".", 1)[-1]):
+            log.append((_op, backend))
+            return _launchers(backend, launcher_module)
+        monkeypatch.setattr(module, "launchers", logged)
     return log
 
 
-KD_OPS = ((spectral_kl, "_forward"), (multiscale_mse, "_forward"))
-DISTILL_OPS = ((spectral_l1, "_forward"), (pairwise_skl, "_diversity_forward"))
+KD_OPS = (spectral_kl, multiscale_mse)
+DISTILL_OPS = (spectral_l1, pairwise_skl)
 
 
 def _finite_metrics(table):
@@ -414,11 +411,10 @@ def test_distill_interrupted_then_resumed_equals_one_run(tmp_path):
 
 @pytest.mark.parametrize("trainer, change", [("kd", ["--alpha", "5"]), ("kd", ["--lr", "0.5"]),
                                              ("distill", ["--lambda", "0.1"]), ("distill", ["--seed", "1"])])
-def test_resume_with_other_options_raises(tmp_path, trainer, change):
+def test_resume_with_other_options_raises(tmp_path, capsys, trainer, change):
     args = (KD_TINY if trainer == "kd" else DISTILL_TINY) + ["--out", str(tmp_path)]
     assert cli.main(args) == 0
-    with pytest.raises(ValueError, match="other options"):
-        cli.main(args + change + ["--resume"])
+    _assert_one_line_error(capsys, lambda: cli.main(args + change + ["--resume"]), "other options")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -429,9 +425,16 @@ def test_resume_with_other_options_raises(tmp_path, trainer, change):
     (["kd", "--d-model", "2"], "--d-model"),
     (["kd", "--lr-decay", "1.5"], "--lr-decay"),
 ])
-def test_bad_options_name_the_option(tmp_path, argv, message):
-    with pytest.raises(ValueError, match=message):
-        cli.main(argv + ["--out", str(tmp_path), "--device", "cpu"])
+def test_bad_options_name_the_option(tmp_path, capsys, argv, message):
+    _assert_one_line_error(capsys, lambda: cli.main(argv + ["--out", str(tmp_path), "--device", "cpu"]), message)
+
+
+def _assert_one_line_error(capsys, call, message):
+    """The console command exits with status 2 and one line naming the problem, as argparse does."""
+    with pytest.raises(SystemExit) as exit_info:
+        call()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -456,9 +459,9 @@ def test_malformed_options_are_argparse_errors(capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
-def test_missing_data_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.csv"):
-        cli.main(KD_TINY + ["--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path)])
+def test_missing_data_file(tmp_path, capsys):
+    _assert_one_line_error(capsys, lambda: cli.main(KD_TINY + ["--data", str(tmp_path / "nope.csv"), "--out",
+                                                               str(tmp_path)]), "nope.csv")
 
 
 def _torchrun(args, tmp_path):
@@ -507,3 +510,13 @@ def test_ablation_table_compares_with_base_and_random_per_seed():
     assert "| -0.1000 ± 0.0000 | yes | yes |" in lines["ddtime"] and "+2.0%" in lines["ddtime"]
     assert "| no | yes |" in lines["+spectral"] and "+1.0%" in lines["+spectral"]
     assert "0.5100 ± 0.0100" in lines["base"]
+
+
+@pytest.mark.parametrize("arguments,plot", [(KD_TINY, "forecast.png"), (DISTILL_TINY, "synthetic_sets.png")])
+def test_without_matplotlib_the_output_names_only_what_was_written(tmp_path, monkeypatch, capsys, arguments, plot):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if matplotlib were absent
+    assert cli.main(arguments + ["--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    written = [line for line in out.splitlines() if line.startswith("wrote ")]
+    assert "plot skipped: matplotlib is not installed" in out and len(written) == 1
+    assert plot not in written[0] and "metrics.json" in written[0] and not (tmp_path / plot).exists()

@@ -287,5 +287,12 @@ def new_figure(**kwargs):
 
 
 def save_figure(figure, path, dpi):
+    """Write the figure to ``path`` and return the path."""
     figure.tight_layout()
     figure.savefig(path, dpi=dpi)
+    return path
+
+
+def print_written(paths):
+    """One line naming the files written (None entries, such as a skipped plot, are left out)."""
+    print("wrote " + ", ".join(str(p) for p in paths if p is not None))

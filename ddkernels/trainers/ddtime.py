@@ -46,8 +46,8 @@ from ddkernels import data, models
 from ddkernels._console import Progress, print_table
 from ddkernels.trainers._common import (FitConfig, Runtime, barrier, check_key, evaluate, fit, new_figure,
                                         nonnegative_float, nonnegative_int, positive_float, positive_int,
-                                        preset_options, run_in_runtime, save_atomic, save_figure, seed_everything,
-                                        shard_batches, unit_float, write_json)
+                                        preset_options, print_written, run_in_runtime, save_atomic, save_figure,
+                                        seed_everything, shard_batches, unit_float, write_json)
 
 METHODS = ("random", "base", "ddtime", "full")
 CHECKPOINT_EVERY = 50  # distillation iterations between checkpoints
@@ -527,11 +527,12 @@ def set_diagnostics(sets, initial_set, train, seq_len):
 
 
 def _plot(path, sets, columns, seq_len):
+    """The sets' last column as a grid of small plots; returns the path, or None without matplotlib."""
     names = list(sets)
     samples = sets[names[0]].shape[0]
     fig = new_figure(figsize=(3 * samples, 2.2 * len(names)))
     if fig is None:
-        return
+        return None
     column = len(columns) - 1
     axes = fig.subplots(len(names), samples, sharey=True, squeeze=False)
     for row, name in enumerate(names):
@@ -541,7 +542,7 @@ def _plot(path, sets, columns, seq_len):
             ax.axvline(seq_len, color="grey", linewidth=0.8)
             ax.set_title(f"{name} {s}", fontsize=9)
     fig.suptitle(f"synthetic sets, column {columns[column]} (input | target)")
-    save_figure(fig, path, dpi=110)
+    return save_figure(fig, path, dpi=110)
 
 
 def run(args):
@@ -613,6 +614,6 @@ def _run(config, args, runtime):
                                                for name, values in metrics["sets"].items()))
     print(f"seconds per iteration: base {seconds['base']:.4f}, ddtime {seconds['ddtime']:.4f} "
           f"({100 * metrics['overhead_vs_base']:+.1f}%)")
-    _plot(out / "synthetic_sets.png", sets, dataset.columns, config["seq_len"])
-    print(f"wrote {out / 'metrics.json'}, {out / 'ddtime_set.pt'} and {out / 'synthetic_sets.png'}")
+    plot = _plot(out / "synthetic_sets.png", sets, dataset.columns, config["seq_len"])
+    print_written([out / "metrics.json", out / "ddtime_set.pt", plot])
     return 0

@@ -30,8 +30,8 @@ from ddkernels import data, models
 from ddkernels._console import print_table
 from ddkernels._validation import check_scales
 from ddkernels.trainers._common import (FitConfig, evaluate, fit, inference_ms, new_figure, nonnegative_float,
-                                        nonnegative_int, positive_float, positive_int, preset_options, run_in_runtime,
-                                        save_figure, seed_everything, write_json)
+                                        nonnegative_int, positive_float, positive_int, preset_options, print_written,
+                                        run_in_runtime, save_figure, seed_everything, write_json)
 
 TEACHERS = ("itransformer", "patchtst", "tcn")
 
@@ -189,9 +189,10 @@ def mse_loss(module, x, y):
 
 
 def _plot(path, series, truth, forecasts, column):
+    """The first test window with every model's forecast; returns the path, or None without matplotlib."""
     fig = new_figure(figsize=(10, 4))
     if fig is None:
-        return
+        return None
     ax = fig.subplots()
     history = series.shape[0]
     ax.plot(range(history), series, color="black", label="input")
@@ -201,7 +202,7 @@ def _plot(path, series, truth, forecasts, column):
     ax.set_title(f"first test window, column {column} (standardised)")
     ax.set_xlabel("time step")
     ax.legend()
-    save_figure(fig, path, dpi=120)
+    return save_figure(fig, path, dpi=120)
 
 
 def quick_stride(windows):
@@ -301,7 +302,8 @@ def _run(config, args, runtime):
     with torch.no_grad():
         x = test[0][:1].to(runtime.device)
         forecasts = {name: model(x)[0, :, column].cpu() for name, model in trained.items()}
-    _plot(out / "forecast.png", test[0][0, :, column], test[1][0, :, column], forecasts, dataset.columns[column])
-    print(f"wrote {out / 'metrics.json'} and {out / 'forecast.png'}")
+    plot = _plot(out / "forecast.png", test[0][0, :, column], test[1][0, :, column], forecasts,
+                 dataset.columns[column])
+    print_written([out / "metrics.json", plot])
     return 0
 
