@@ -38,8 +38,10 @@ def _block_means(d, r, S: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_I: tl.const
 
 
 @triton.jit
-def _scale_term(d, r, t, valid, length, grad, acc, coef, S: tl.constexpr, BLOCK_T: tl.constexpr,
-                BLOCK_I: tl.constexpr):
+def _scale_term(d, r, t, valid, length, grad, acc, coef, weight_ptr, K: tl.constexpr, S: tl.constexpr,
+                BLOCK_T: tl.constexpr, BLOCK_I: tl.constexpr, WEIGHTS_IN_MEMORY: tl.constexpr):
+    if WEIGHTS_IN_MEMORY:
+        coef = coef * tl.load(weight_ptr + K).to(tl.float32)
     pooled = _block_means(d, r, S, BLOCK_T, BLOCK_I)
     pooled = tl.where(valid & (t < (length // S) * S), pooled, 0.0)
     return grad + coef * pooled, acc + tl.sum(pooled * pooled) / S
@@ -57,22 +59,6 @@ def _multiscale_mse_fwd_kernel(
     WEIGHTS_IN_MEMORY: tl.constexpr,
 ):
     """c_k: 2 w_k / (count_k s_k), or 2 / (count_k s_k) with w_k read from weight_ptr (WEIGHTS_IN_MEMORY)."""
-    if WEIGHTS_IN_MEMORY:
-        c0 = c0 * tl.load(weight_ptr + 0).to(tl.float32)
-        if S1 > 0:
-            c1 = c1 * tl.load(weight_ptr + 1).to(tl.float32)
-        if S2 > 0:
-            c2 = c2 * tl.load(weight_ptr + 2).to(tl.float32)
-        if S3 > 0:
-            c3 = c3 * tl.load(weight_ptr + 3).to(tl.float32)
-        if S4 > 0:
-            c4 = c4 * tl.load(weight_ptr + 4).to(tl.float32)
-        if S5 > 0:
-            c5 = c5 * tl.load(weight_ptr + 5).to(tl.float32)
-        if S6 > 0:
-            c6 = c6 * tl.load(weight_ptr + 6).to(tl.float32)
-        if S7 > 0:
-            c7 = c7 * tl.load(weight_ptr + 7).to(tl.float32)
     pid = tl.program_id(0)
     split = pid % n_splits
     rest = pid // n_splits
@@ -102,21 +88,28 @@ def _multiscale_mse_fwd_kernel(
         yv = tl.load(y_base + t64 * y_st, mask=valid, other=0.0).to(tl.float32)
         d = xv - yv
         g = tl.zeros([BLOCK_T, BLOCK_I], dtype=tl.float32)
-        g, a0 = _scale_term(d, r, t, valid, length, g, a0, c0, S0, BLOCK_T, BLOCK_I)
+        g, a0 = _scale_term(d, r, t, valid, length, g, a0, c0, weight_ptr, 0, S0, BLOCK_T, BLOCK_I, WEIGHTS_IN_MEMORY)
         if S1 > 0:
-            g, a1 = _scale_term(d, r, t, valid, length, g, a1, c1, S1, BLOCK_T, BLOCK_I)
+            g, a1 = _scale_term(d, r, t, valid, length, g, a1, c1, weight_ptr, 1, S1, BLOCK_T, BLOCK_I,
+                                WEIGHTS_IN_MEMORY)
         if S2 > 0:
-            g, a2 = _scale_term(d, r, t, valid, length, g, a2, c2, S2, BLOCK_T, BLOCK_I)
+            g, a2 = _scale_term(d, r, t, valid, length, g, a2, c2, weight_ptr, 2, S2, BLOCK_T, BLOCK_I,
+                                WEIGHTS_IN_MEMORY)
         if S3 > 0:
-            g, a3 = _scale_term(d, r, t, valid, length, g, a3, c3, S3, BLOCK_T, BLOCK_I)
+            g, a3 = _scale_term(d, r, t, valid, length, g, a3, c3, weight_ptr, 3, S3, BLOCK_T, BLOCK_I,
+                                WEIGHTS_IN_MEMORY)
         if S4 > 0:
-            g, a4 = _scale_term(d, r, t, valid, length, g, a4, c4, S4, BLOCK_T, BLOCK_I)
+            g, a4 = _scale_term(d, r, t, valid, length, g, a4, c4, weight_ptr, 4, S4, BLOCK_T, BLOCK_I,
+                                WEIGHTS_IN_MEMORY)
         if S5 > 0:
-            g, a5 = _scale_term(d, r, t, valid, length, g, a5, c5, S5, BLOCK_T, BLOCK_I)
+            g, a5 = _scale_term(d, r, t, valid, length, g, a5, c5, weight_ptr, 5, S5, BLOCK_T, BLOCK_I,
+                                WEIGHTS_IN_MEMORY)
         if S6 > 0:
-            g, a6 = _scale_term(d, r, t, valid, length, g, a6, c6, S6, BLOCK_T, BLOCK_I)
+            g, a6 = _scale_term(d, r, t, valid, length, g, a6, c6, weight_ptr, 6, S6, BLOCK_T, BLOCK_I,
+                                WEIGHTS_IN_MEMORY)
         if S7 > 0:
-            g, a7 = _scale_term(d, r, t, valid, length, g, a7, c7, S7, BLOCK_T, BLOCK_I)
+            g, a7 = _scale_term(d, r, t, valid, length, g, a7, c7, weight_ptr, 7, S7, BLOCK_T, BLOCK_I,
+                                WEIGHTS_IN_MEMORY)
         if COMPUTE_GRAD:
             tl.store(g_base + t64 * inner, g.to(grad_ptr.dtype.element_ty), mask=valid)
     out = partial_ptr + pid.to(tl.int64) * 8
