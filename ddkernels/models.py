@@ -3,7 +3,8 @@
 Every model maps x [B, seq_len, C] to a forecast [B, pred_len, C]; ``forward_features`` also returns the
 representation right before the output head, [B, C, feature_dim]. Forward passes are pure functions of the
 parameters and the input (no running statistics, no in-place updates), so the models can be trained through
-``torch.func.functional_call`` and differentiated through SGD steps. Attention is written out with matmuls
+``torch.func.functional_call`` and differentiated through SGD steps; the one exception is the MLP student's
+default BatchNorm (``hidden_norm="batch"``, TimeDistill's recipe), which trajectory matching replaces by LayerNorm. Attention is written out with matmuls
 rather than ``scaled_dot_product_attention``, whose fused GPU kernels have no double backward.
 """
 import abc
@@ -128,36 +129,67 @@ class DLinear(Forecaster):
         return forecast, torch.cat([seasonal, trend], dim=-1)
 
 
-class MLPStudent(Forecaster):
-    """TimeDistill's MLP student: RevIN, decomposition, then per branch (seasonal, trend) Linear(seq_len, d_model),
-    LayerNorm, ReLU, dropout, Linear(d_model, pred_len); the branch forecasts summed; weights shared across channels.
-    Features: the sum of the two branches' first linear layers' outputs, F = d_model (TimeDistill's choice)."""
+class MeanCentring(nn.Module):
+    """Subtracts each window's mean over time per channel and adds it back to the forecast (the Non-stationary
+    Transformer's normalisation without the division, TimeDistill's ``--norm non-stationary``). The mean is
+    detached, as there."""
 
-    def __init__(self, seq_len, pred_len, channels, d_model=512, kernel_size=25, dropout=0.0, revin=True):
+    def forward(self, x):
+        mean = x.mean(dim=1, keepdim=True).detach()
+        return x - mean, mean
+
+    def inverse(self, y, mean):
+        return y + mean
+
+
+INPUT_NORMS = ("mean", "revin", "none")
+HIDDEN_NORMS = ("batch", "layer")
+
+
+class MLPStudent(Forecaster):
+    """TimeDistill's MLP student (its official ``DMLP``): input normalisation, decomposition, then per branch
+    (seasonal, trend) Linear(seq_len, d_model), a normalisation, ReLU, dropout, Linear(d_model, pred_len); the
+    branch forecasts summed; linear weights shared across channels (BatchNorm's are per channel). Features: the
+    sum of the two branches' first linear layers' outputs, F = d_model (TimeDistill's choice).
+
+    ``input_norm``: ``mean`` (the official recipe: subtract the window mean), ``revin`` (RevIN: mean, standard
+    deviation and an affine map) or ``none``. ``hidden_norm``: ``batch`` (the official recipe: BatchNorm over each
+    channel's hidden units and the batch, with running statistics) or ``layer`` (LayerNorm over the hidden units;
+    no running statistics, so the forward pass is a pure function of the parameters, which trajectory matching
+    through ``torch.func.functional_call`` needs)."""
+
+    def __init__(self, seq_len, pred_len, channels, d_model=512, kernel_size=25, dropout=0.0, input_norm="mean",
+                 hidden_norm="batch"):
         super().__init__(seq_len, pred_len, channels)
         d_model = check_positive_int("d_model", d_model)
-        self.revin = RevIN(self.channels) if revin else None
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
+        if hidden_norm not in HIDDEN_NORMS:
+            raise ValueError(f"hidden_norm must be one of {', '.join(HIDDEN_NORMS)}, got {hidden_norm!r}")
+        self.input_norm = {"mean": MeanCentring, "revin": lambda: RevIN(self.channels), "none": lambda: None}[
+            input_norm]()
         self.decomposition = SeriesDecomposition(kernel_size)
-        self.seasonal_hidden = self._hidden(d_model, dropout)
-        self.trend_hidden = self._hidden(d_model, dropout)
+        self.seasonal_hidden = self._hidden(d_model, hidden_norm, dropout)
+        self.trend_hidden = self._hidden(d_model, hidden_norm, dropout)
         self.seasonal_head = nn.Linear(d_model, self.pred_len)
         self.trend_head = nn.Linear(d_model, self.pred_len)
         self.feature_dim = d_model
 
-    def _hidden(self, d_model, dropout):
-        return nn.Sequential(nn.Linear(self.seq_len, d_model), nn.LayerNorm(d_model), nn.ReLU(), nn.Dropout(dropout))
+    def _hidden(self, d_model, hidden_norm, dropout):
+        norm = nn.BatchNorm1d(self.channels) if hidden_norm == "batch" else nn.LayerNorm(d_model)
+        return nn.Sequential(nn.Linear(self.seq_len, d_model), norm, nn.ReLU(), nn.Dropout(dropout))
 
     def forward_features(self, x):
         self.check_input(x)
-        if self.revin is not None:
-            x, stats = self.revin(x)
+        if self.input_norm is not None:
+            x, stats = self.input_norm(x)
         seasonal, trend = (series_first(part) for part in self.decomposition(x))
         seasonal, trend = self.seasonal_hidden[0](seasonal), self.trend_hidden[0](trend)
         features = seasonal + trend
         seasonal, trend = self.seasonal_hidden[1:](seasonal), self.trend_hidden[1:](trend)
         forecast = time_first(self.seasonal_head(seasonal) + self.trend_head(trend))
-        if self.revin is not None:
-            forecast = self.revin.inverse(forecast, stats)
+        if self.input_norm is not None:
+            forecast = self.input_norm.inverse(forecast, stats)
         return forecast, features
 
 

@@ -6,7 +6,9 @@ from torch.func import functional_call
 from ddkernels import models
 
 SEQ_LEN, PRED_LEN, CHANNELS, BATCH = 37, 11, 3, 2
-SMALL = {"dlinear": {}, "mlp": {"d_model": 16},
+# the MLP as trajectory matching builds it (RevIN, LayerNorm: no running statistics); its default, TimeDistill's
+# BatchNorm recipe, is tested on its own below
+SMALL = {"dlinear": {}, "mlp": {"d_model": 16, "input_norm": "revin", "hidden_norm": "layer"},
          "itransformer": {"d_model": 16, "n_heads": 4, "n_layers": 2, "d_ff": 32, "dropout": 0.0},
          "patchtst": {"d_model": 16, "n_heads": 4, "n_layers": 2, "d_ff": 32, "dropout": 0.0},
          "tcn": {"hidden": 8, "levels": 3, "dropout": 0.0}}
@@ -81,6 +83,27 @@ def test_dropout_only_in_train_mode(name):
     model.train()
     assert not torch.equal(model(x), model(x))
     assert all(m.p == 0.0 for m in models.MLPStudent(8, 4, 2).modules() if isinstance(m, nn.Dropout))
+
+
+def test_mlp_default_is_timedistills_recipe():
+    model = models.MLPStudent(SEQ_LEN, PRED_LEN, CHANNELS, d_model=16)
+    assert isinstance(model.input_norm, models.MeanCentring)
+    assert [type(m) for m in model.seasonal_hidden] == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout]
+    x = batch()
+    model.train()
+    model(x)
+    running_mean = model.seasonal_hidden[1].running_mean
+    assert running_mean.shape == (CHANNELS,) and running_mean.abs().sum() > 0
+    model.eval()
+    # mean centring: a level shift of the input shifts the forecast by the same amount, exactly in eval mode
+    shift = torch.tensor([2.0, -3.0, 0.5])
+    torch.testing.assert_close(model(x + shift), model(x) + shift, rtol=0, atol=1e-5)
+    forecast, features = model.forward_features(x)
+    assert forecast.shape == (BATCH, PRED_LEN, CHANNELS) and features.shape == (BATCH, CHANNELS, 16)
+    with pytest.raises(ValueError, match="input_norm must be one of mean, revin, none, got 'std'"):
+        models.MLPStudent(SEQ_LEN, PRED_LEN, CHANNELS, input_norm="std")
+    with pytest.raises(ValueError, match="hidden_norm must be one of batch, layer, got 'group'"):
+        models.MLPStudent(SEQ_LEN, PRED_LEN, CHANNELS, hidden_norm="group")
 
 
 @pytest.mark.parametrize("affine", [True, False])
@@ -183,8 +206,9 @@ def test_itransformer_argument_errors():
 
 def test_models_are_channel_independent_where_stated():
     x = batch()
-    for name in ("mlp", "patchtst", "tcn"):
-        model = small_model(name, revin=False).eval()
+    without_affine_norm = {"mlp": {"input_norm": "none"}, "patchtst": {"revin": False}, "tcn": {"revin": False}}
+    for name, options in without_affine_norm.items():
+        model = small_model(name, **options).eval()
         swapped = model(x[..., [2, 1, 0]])
         torch.testing.assert_close(swapped, model(x)[..., [2, 1, 0]], msg=name)
 

@@ -184,8 +184,10 @@ class FlatParameters:
 
 
 def build_backbone(name, config, shape):
-    """A fresh model of architecture ``name`` (DLinear with RevIN when --revin)."""
-    options = {"revin": config["revin"]} if name == "dlinear" else {}
+    """A fresh model of architecture ``name`` (DLinear with RevIN when --revin; the MLP with RevIN and LayerNorm,
+    whose forward pass, unlike BatchNorm's, is a pure function of the parameters)."""
+    options = {"dlinear": {"revin": config["revin"]}, "mlp": {"input_norm": "revin", "hidden_norm": "layer"}}.get(
+        name, {})
     return models.build_model(name, *shape, **options)
 
 
