@@ -4,8 +4,9 @@ Every model maps x [B, seq_len, C] to a forecast [B, pred_len, C]; ``forward_fea
 representation right before the output head, [B, C, feature_dim]. Forward passes are pure functions of the
 parameters and the input (no running statistics, no in-place updates), so the models can be trained through
 ``torch.func.functional_call`` and differentiated through SGD steps; the one exception is the MLP student's
-default BatchNorm (``hidden_norm="batch"``, TimeDistill's recipe), which trajectory matching replaces by LayerNorm. Attention is written out with matmuls
-rather than ``scaled_dot_product_attention``, whose fused GPU kernels have no double backward.
+default BatchNorm (``hidden_norm="batch"``, TimeDistill's recipe), which trajectory matching replaces by
+LayerNorm. Attention is written out with matmuls rather than ``scaled_dot_product_attention``, whose fused GPU
+kernels have no double backward.
 """
 import abc
 import math

@@ -54,6 +54,11 @@ def test_kd_writes_metrics_and_uses_fused_ops(tmp_path, monkeypatch, capsys):
         assert math.isfinite(metrics[name]["val_mse"]) and metrics[name]["val_mse"] > 0
         assert metrics["params"][name] > 0 and metrics["inference_ms"][name] > 0 and metrics["train_seconds"][name] > 0
     assert metrics["config"]["teacher"] == "itransformer" and metrics["config"]["scales"] == [1, 2, 4, 8]
+    # the students follow the official recipe by default: mean centring and BatchNorm (running statistics saved)
+    assert metrics["config"]["input_norm"] == "mean" and metrics["config"]["hidden_norm"] == "batch"
+    for name in ("student_plain", "student_kd"):
+        state = torch.load(tmp_path / f"{name}.pt", weights_only=True)["model"]
+        assert any(key.endswith("seasonal_hidden.1.running_mean") for key in state)
     check = metrics["teacher_check"]
     assert check["teacher_val_mse"] == metrics["teacher"]["val_mse"]
     assert check["plain_val_mse"] == metrics["student_plain"]["val_mse"]
@@ -176,6 +181,14 @@ def test_kd_without_distillation_terms_equals_the_plain_student(tmp_path):
     assert set(distilled) == {f"student.{name}" for name in plain}
     for name, value in plain.items():
         assert torch.equal(value, distilled[f"student.{name}"])
+
+
+def test_kd_student_normalisations_are_options(tmp_path):
+    assert cli.main(KD_TINY + ["--input-norm", "revin", "--hidden-norm", "layer", "--out", str(tmp_path)]) == 0
+    state = torch.load(tmp_path / "student_kd.pt", weights_only=True)["model"]
+    assert "student.input_norm.weight" in state and "student.seasonal_hidden.1.weight" in state
+    assert not any("running" in key for key in state)
+    assert state["student.seasonal_hidden.1.weight"].shape == (32,)  # LayerNorm over the hidden width
 
 
 def test_kd_resume_skips_finished_models(tmp_path, monkeypatch):
@@ -410,6 +423,7 @@ def test_distill_interrupted_then_resumed_equals_one_run(tmp_path):
 
 
 @pytest.mark.parametrize("trainer, change", [("kd", ["--alpha", "5"]), ("kd", ["--lr", "0.5"]),
+                                             ("kd", ["--hidden-norm", "layer"]),
                                              ("distill", ["--lambda", "0.1"]), ("distill", ["--seed", "1"])])
 def test_resume_with_other_options_raises(tmp_path, capsys, trainer, change):
     args = (KD_TINY if trainer == "kd" else DISTILL_TINY) + ["--out", str(tmp_path)]
@@ -452,6 +466,7 @@ def _assert_one_line_error(capsys, call, message):
     (["kd", "--seed", "-1"], "--seed"),
     (["kd", "--lr-decay", "0"], "--lr-decay"),
     (["kd", "--teacher", "lstm"], "--teacher"),
+    (["kd", "--input-norm", "std"], "--input-norm"),
 ])
 def test_malformed_options_are_argparse_errors(capsys, argv, message):
     with pytest.raises(SystemExit):

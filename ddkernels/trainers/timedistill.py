@@ -34,6 +34,8 @@ from ddkernels.trainers._common import (FitConfig, evaluate, fit, inference_ms, 
                                         run_in_runtime, save_figure, seed_everything, write_json)
 
 TEACHERS = ("itransformer", "patchtst", "tcn")
+# the options that shape a student model
+STUDENT_OPTIONS = ("d_model", "input_norm", "hidden_norm")
 
 # paper: the official TimeDistill protocol (LingFengGold/TimeDistill on Time-Series-Library, ETTh1 scripts):
 # input 720, every window (stride 1), batch 32, patience 5, Adam with "type1" halving; the iTransformer teacher at
@@ -50,7 +52,7 @@ PRESETS = {
 }
 
 DEFAULTS = {"pred_len": 96, "teacher": "itransformer", "alpha": 1.0, "beta": 1.0, "tau": 0.5, "scales": (1, 2, 4, 8),
-            "d_model": 512, **PRESETS["paper"]}
+            "d_model": 512, "input_norm": "mean", "hidden_norm": "batch", **PRESETS["paper"]}
 
 
 def _scales(text):
@@ -88,6 +90,12 @@ def add_arguments(parser):
                         help="factor on both learning rates per epoch from the third epoch on (default 0.5, "
                         "Time-Series-Library's type1; 1 keeps them constant)")
     parser.add_argument("--d-model", type=positive_int, default=None, help="MLP student hidden width (default 512)")
+    parser.add_argument("--input-norm", choices=models.INPUT_NORMS, default=None,
+                        help="the students' input normalisation: mean (default; subtract the window mean, the "
+                        "official recipe), revin or none")
+    parser.add_argument("--hidden-norm", choices=models.HIDDEN_NORMS, default=None,
+                        help="the students' hidden normalisation: batch (default; BatchNorm, the official recipe) "
+                        "or layer")
     parser.add_argument("--alpha", type=nonnegative_float, default=None,
                         help="weight of the prediction-level terms (default 1)")
     parser.add_argument("--beta", type=nonnegative_float, default=None,
@@ -184,6 +192,11 @@ def teacher_check(teacher_val_mse, plain_val_mse):
             "warning": warning}
 
 
+def new_student(config, shape):
+    """A fresh MLP student [seq_len, pred_len, channels] with the configured width and normalisations."""
+    return models.MLPStudent(*shape, **{name: config[name] for name in STUDENT_OPTIONS})
+
+
 def mse_loss(module, x, y):
     return F.mse_loss(module(x), y)
 
@@ -237,8 +250,9 @@ def _run(config, args, runtime):
 
     common = ("data", "seed", "seq_len", "pred_len", "stride", "batch_size", "patience", "lr_decay")
     keys = {"teacher": key(*common, "teacher", "teacher_lr"),
-            "student_plain": key(*common, "d_model", "lr"),
-            "student_kd": key(*common, "teacher", "teacher_lr", "d_model", "lr", "alpha", "beta", "tau", "scales")}
+            "student_plain": key(*common, *STUDENT_OPTIONS, "lr"),
+            "student_kd": key(*common, *STUDENT_OPTIONS, "lr", "teacher", "teacher_lr", "alpha", "beta", "tau",
+                              "scales")}
     seconds = {}
 
     def train_model(model, loss_fn, name, epochs, lr, train_pairs=train):
@@ -257,7 +271,7 @@ def _run(config, args, runtime):
     teacher.requires_grad_(False)
 
     seed_everything(seed + 1)
-    plain = train_model(models.MLPStudent(*shape, d_model=config["d_model"]).to(runtime.device), mse_loss,
+    plain = train_model(new_student(config, shape).to(runtime.device), mse_loss,
                         "student_plain", config["epochs"], config["lr"])
     validation = {name: evaluate(model, *val, runtime) for name, model in (("teacher", teacher),
                                                                           ("student_plain", plain))}
@@ -269,7 +283,7 @@ def _run(config, args, runtime):
     distill_train = (train[0], with_teacher_outputs(teacher, *train, keep_features=bool(config["beta"])))
     seconds["teacher_outputs"] = time.perf_counter() - start
     seed_everything(seed + 1)
-    student = models.MLPStudent(*shape, d_model=config["d_model"])
+    student = new_student(config, shape)
     distilled = DistillationStudent(student, teacher.feature_dim if config["beta"] else None).to(runtime.device)
     train_model(distilled, lambda module, x, packed: distillation_loss(module, x, packed, config), "student_kd",
                 config["epochs"], config["lr"], distill_train)
