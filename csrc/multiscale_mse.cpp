@@ -75,6 +75,7 @@ void multiscale_mse_kernel(const T* x, const T* y, T* grad, const Shape3& shape,
 
 #pragma omp parallel num_threads(num_threads)
   {
+    const FlushSubnormals flush;
     std::vector<WorkspaceBlock> workspace((workspace_bytes + sizeof(WorkspaceBlock) - 1) / sizeof(WorkspaceBlock));
 #pragma omp for schedule(guided)
     for (int64_t task = 0; task < tasks; ++task) {

@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "common.h"
 #include "dtype.h"
 #include "pairwise_skl_rows.h"
 #include "simd.h"
@@ -48,29 +49,41 @@ void prepare_kernel(const T* x, int64_t samples, int64_t length, double tau, T* 
   const double inv_tau = 1.0 / tau;
   double* row_max = softmax_stats;
   double* log_sum = softmax_stats + samples;
-#pragma omp parallel for num_threads(num_threads) schedule(static)
-  for (int64_t i = 0; i < samples; ++i)
-    std::tie(row_max[i], log_sum[i]) = kernels.softmax(x + i * length, length, inv_tau, centred + 2 * i * length);
+#pragma omp parallel num_threads(num_threads)
+  {
+    const FlushSubnormals flush;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < samples; ++i)
+      std::tie(row_max[i], log_sum[i]) = kernels.softmax(x + i * length, length, inv_tau, centred + 2 * i * length);
+  }
   std::vector<T> mean_p(length, T(0)), mean_l(length, T(0));
   const int64_t column_blocks = (length + kColumnBlock - 1) / kColumnBlock;
-#pragma omp parallel for num_threads(num_threads) schedule(static)
-  for (int64_t b = 0; b < column_blocks; ++b)
-    kernels.column_terms(x, centred, 2 * length, samples, length, b * kColumnBlock,
-                         std::min(length, (b + 1) * kColumnBlock), inv_tau, row_max, log_sum, mean_p.data(),
-                         mean_l.data());
+#pragma omp parallel num_threads(num_threads)
+  {
+    const FlushSubnormals flush;
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < column_blocks; ++b)
+      kernels.column_terms(x, centred, 2 * length, samples, length, b * kColumnBlock,
+                           std::min(length, (b + 1) * kColumnBlock), inv_tau, row_max, log_sum, mean_p.data(),
+                           mean_l.data());
+  }
   const T inv_samples = static_cast<T>(1.0 / static_cast<double>(samples));
   for (int64_t k = 0; k < length; ++k) {
     mean_p[k] *= inv_samples;
     mean_l[k] *= inv_samples;
   }
-#pragma omp parallel for num_threads(num_threads) schedule(static)
-  for (int64_t i = 0; i < samples; ++i) {
-    T* const rho = centred + 2 * i * length;
-    const CentredRow row = kernels.centre(x + i * length, length, inv_tau, row_max[i], log_sum[i], mean_p.data(),
-                                          mean_l.data(), rho, rho + length);
-    g[i] = row.g;
-    norms[i] = row.norm_rho;
-    norms[samples + i] = row.norm_alpha;
+#pragma omp parallel num_threads(num_threads)
+  {
+    const FlushSubnormals flush;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < samples; ++i) {
+      T* const rho = centred + 2 * i * length;
+      const CentredRow row = kernels.centre(x + i * length, length, inv_tau, row_max[i], log_sum[i], mean_p.data(),
+                                            mean_l.data(), rho, rho + length);
+      g[i] = row.g;
+      norms[i] = row.norm_rho;
+      norms[samples + i] = row.norm_alpha;
+    }
   }
 }
 
@@ -83,24 +96,28 @@ PairwiseSums epilogue_kernel(const T* products, int64_t samples, const double* g
   const int64_t blocks = (samples + kTile - 1) / kTile;
   std::vector<double> sums(samples, 0.0);
   std::vector<int64_t> ill(samples, 0);
-#pragma omp parallel for num_threads(num_threads) schedule(dynamic, 1)
-  for (int64_t ib = 0; ib < blocks; ++ib) {
-    const int64_t i0 = ib * kTile, i1 = std::min(samples, i0 + kTile);
-    alignas(64) double pair[kTile][kTile];
-    for (int64_t j0 = 0; j0 < samples; j0 += kTile) {
-      const int width = static_cast<int>(std::min<int64_t>(kTile, samples - j0));
-      for (int64_t i = i0; i < i1; ++i)
-        for (int c = 0; c < kTile; ++c)
-          pair[i - i0][c] = c < width ? static_cast<double>(products[i * samples + j0 + c]) : 0.0;
-      for (int c = 0; c < width; ++c)
-        for (int64_t i = i0; i < i1; ++i) pair[i - i0][c] += static_cast<double>(products[(j0 + c) * samples + i]);
-      for (int64_t i = i0; i < i1; ++i) {
-        const TileSums tile = kernels.epilogue(
-            i, j0, width, pair[i - i0], g, norms, norms + samples, scale, cancellation_limit,
-            d != nullptr ? d + i * samples + j0 : nullptr, weights != nullptr ? weights + i * samples + j0 : nullptr);
-        sums[i] += tile.total;
-        ill[i] += tile.ill_pairs;
-        if (row_sums != nullptr) row_sums[i] = (j0 == 0 ? 0.0 : row_sums[i]) + tile.weight_total;
+#pragma omp parallel num_threads(num_threads)
+  {
+    const FlushSubnormals flush;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t ib = 0; ib < blocks; ++ib) {
+      const int64_t i0 = ib * kTile, i1 = std::min(samples, i0 + kTile);
+      alignas(64) double pair[kTile][kTile];
+      for (int64_t j0 = 0; j0 < samples; j0 += kTile) {
+        const int width = static_cast<int>(std::min<int64_t>(kTile, samples - j0));
+        for (int64_t i = i0; i < i1; ++i)
+          for (int c = 0; c < kTile; ++c)
+            pair[i - i0][c] = c < width ? static_cast<double>(products[i * samples + j0 + c]) : 0.0;
+        for (int c = 0; c < width; ++c)
+          for (int64_t i = i0; i < i1; ++i) pair[i - i0][c] += static_cast<double>(products[(j0 + c) * samples + i]);
+        for (int64_t i = i0; i < i1; ++i) {
+          const TileSums tile = kernels.epilogue(
+              i, j0, width, pair[i - i0], g, norms, norms + samples, scale, cancellation_limit,
+              d != nullptr ? d + i * samples + j0 : nullptr, weights != nullptr ? weights + i * samples + j0 : nullptr);
+          sums[i] += tile.total;
+          ill[i] += tile.ill_pairs;
+          if (row_sums != nullptr) row_sums[i] = (j0 == 0 ? 0.0 : row_sums[i]) + tile.weight_total;
+        }
       }
     }
   }
@@ -120,6 +137,7 @@ void gradient_kernel(const T* x, int64_t samples, int64_t length, double tau, co
   const double inv_tau = 1.0 / tau;
 #pragma omp parallel num_threads(num_threads)
   {
+    const FlushSubnormals flush;
     std::vector<double> p(length), u(length);
     std::vector<T> row(std::is_same_v<G, T> ? 0 : length);
 #pragma omp for schedule(static)

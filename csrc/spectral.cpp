@@ -58,42 +58,46 @@ double l1_kernel(const T* a, const Strides3& as, const T* b, const Strides3& bs,
   const double count = static_cast<double>(rows) * static_cast<double>(bins);
   const bool amplitude = b != nullptr;
   std::vector<double> row_sums(rows, 0.0);
-#pragma omp parallel for num_threads(num_threads) schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t o = r / inner, i = r % inner;
-    const Row<const T> ar(a, as, o, i), br(amplitude ? b : a, amplitude ? bs : as, o, i);
-    const Row<T> ga(grad_a, gs, o, i), gb(grad_b, gs, o, i);
-    const double a_floor = grad_a != nullptr ? zero_floor(ar, bins, length) : 0.0;
-    const double b_floor = grad_b != nullptr ? zero_floor(br, bins, length) : 0.0;
-    double sum = 0;
-    for (int64_t k = 0; k < bins; ++k) {
-      const bool interior = interior_bin(k, length);
-      const T coef = static_cast<T>(norm_scale * hermitian_weight(k, length) / count);
-      const T are = ar.re(k), aim = ar.im(k);
-      const T amag = std::sqrt(are * are + aim * aim);
-      T sign = 1, bre = 0, bim = 0, bmag = 0;
-      if (amplitude) {
-        bre = br.re(k);
-        bim = br.im(k);
-        bmag = std::sqrt(bre * bre + bim * bim);
-        const T diff = amag - bmag;
-        sign = static_cast<T>((diff > 0) - (diff < 0));
-        sum += std::fabs(static_cast<double>(diff));
-      } else {
-        sum += static_cast<double>(amag);
+#pragma omp parallel num_threads(num_threads)
+  {
+    const FlushSubnormals flush;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t o = r / inner, i = r % inner;
+      const Row<const T> ar(a, as, o, i), br(amplitude ? b : a, amplitude ? bs : as, o, i);
+      const Row<T> ga(grad_a, gs, o, i), gb(grad_b, gs, o, i);
+      const double a_floor = grad_a != nullptr ? zero_floor(ar, bins, length) : 0.0;
+      const double b_floor = grad_b != nullptr ? zero_floor(br, bins, length) : 0.0;
+      double sum = 0;
+      for (int64_t k = 0; k < bins; ++k) {
+        const bool interior = interior_bin(k, length);
+        const T coef = static_cast<T>(norm_scale * hermitian_weight(k, length) / count);
+        const T are = ar.re(k), aim = ar.im(k);
+        const T amag = std::sqrt(are * are + aim * aim);
+        T sign = 1, bre = 0, bim = 0, bmag = 0;
+        if (amplitude) {
+          bre = br.re(k);
+          bim = br.im(k);
+          bmag = std::sqrt(bre * bre + bim * bim);
+          const T diff = amag - bmag;
+          sign = static_cast<T>((diff > 0) - (diff < 0));
+          sum += std::fabs(static_cast<double>(diff));
+        } else {
+          sum += static_cast<double>(amag);
+        }
+        if (grad_a != nullptr) {
+          const T g = amag > (interior ? a_floor : 0.0) ? sign * coef / amag : T(0);
+          ga.re(k) = g * are;
+          ga.im(k) = g * aim;
+        }
+        if (grad_b != nullptr) {
+          const T g = bmag > (interior ? b_floor : 0.0) ? -sign * coef / bmag : T(0);
+          gb.re(k) = g * bre;
+          gb.im(k) = g * bim;
+        }
       }
-      if (grad_a != nullptr) {
-        const T g = amag > (interior ? a_floor : 0.0) ? sign * coef / amag : T(0);
-        ga.re(k) = g * are;
-        ga.im(k) = g * aim;
-      }
-      if (grad_b != nullptr) {
-        const T g = bmag > (interior ? b_floor : 0.0) ? -sign * coef / bmag : T(0);
-        gb.re(k) = g * bre;
-        gb.im(k) = g * bim;
-      }
+      row_sums[r] = sum;
     }
-    row_sums[r] = sum;
   }
   return norm_scale * ordered_sum(row_sums) / count;
 }
@@ -123,6 +127,7 @@ double kl_kernel(const T* s, const Strides3& ss, const T* t, const Strides3& ts,
   std::vector<double> row_sums(rows, 0.0);
 #pragma omp parallel num_threads(num_threads)
   {
+    const FlushSubnormals flush;
     // Logits and log-softmax differences in double: log p - log q cancels, and the teacher's gradient needs it.
     std::vector<double> mag_s(used), mag_t(used), q(used), p(used), derivative(used);
 #pragma omp for schedule(static)

@@ -185,6 +185,7 @@ double fft_kernel(const T* x, const Strides3& xs, const T* y, const Strides3& ys
   };
 #pragma omp parallel num_threads(num_threads)
   {
+    const FlushSubnormals flush;
     std::vector<WorkspaceBlock> workspace((workspace_bytes + sizeof(WorkspaceBlock) - 1) / sizeof(WorkspaceBlock));
 #pragma omp for schedule(dynamic, 2)  // tasks of packed narrow blocks take longer
     for (int64_t task = 0; task < tasks; ++task) {

@@ -174,6 +174,7 @@ FUSED_CASES = [
     ((4, 2, 3), 1),         # the shortest length
     ((2, 143, 3), 1),       # 11 * 13, odd
     ((7, 3, 30), -1),       # time innermost: series along outer, strided; odd length 3
+    ((4, 5, 512), -1),      # time innermost, a feature axis (TimeDistill): 20 series, each gradient row written whole
     ((2, 17, 4), 1),        # a prime above 13: torch.fft with the epilogue
     ((3, 34, 2), 1),        # 2 * 17: torch.fft with the epilogue
     ((5, 24, 21), 1),       # narrow blocks: the last series of consecutive blocks share a register
@@ -196,6 +197,16 @@ def test_fused_kernel_on_every_instruction_set(simd_level, dtype, shape, dim, op
     expected, rx, _ = _reference_grads(ref, x, y, dim, -0.6)
     loss_tol, grad_tol = TOLERANCE[dtype]
     assert rel_error(loss, expected) < loss_tol and rel_error(gx, rx) < grad_tol
+
+
+@pytest.mark.parametrize("op,ref", VARIANTS)
+def test_subnormal_softmax_tails_and_the_callers_float_mode(simd_level, op, ref):
+    """Spectra spread over ~200 logits (softmax tails far below float's smallest normal number, which the kernels
+    flush to zero) keep the float64 reference's values; the calling thread's subnormal arithmetic is as before."""
+    x, y = randn((4, 5, 512), torch.float32, "cpu") * 2, randn((4, 5, 512), torch.float32, "cpu") * 2
+    _check("cpu", op, ref, x, y, -1)
+    subnormal = torch.tensor([1e-39], dtype=torch.float32)
+    assert subnormal.item() > 0 and (subnormal * 3).item() == pytest.approx(3e-39, rel=1e-3)
 
 
 def test_fused_kernel_serves_the_forecasting_lengths():
