@@ -20,10 +20,10 @@ struct alignas(64) WorkspaceBlock { unsigned char bytes[64]; };
 constexpr double kZeroTolerance = 1e-6;
 
 // While alive, the calling thread flushes subnormal numbers to zero, as results and as operands (x86's FTZ and DAZ
-// bits, Arm's FZ bit), and the previous mode comes back on exit: the mode is per thread, and the threads are
-// torch's. Softmax tails (a probability e^-90 in float) then cost what normal numbers cost, where each subnormal
-// operation took ~100 cycles (a feature-axis spectral KL ran 7x slower); values change only below the smallest
-// normal number (1.2e-38 in float). Every parallel region of the kernels makes one per thread.
+// bits, Arm's FZ bit); the previous mode comes back on exit (the mode is per thread, and OpenMP's threads are
+// shared with torch's). Softmax tails (a probability e^-90 in float) then cost what normal numbers cost, where
+// each subnormal operation took ~100 cycles (a feature-axis spectral KL ran 7x slower); values change only below
+// the smallest normal number (1.2e-38 in float). Every parallel region of the kernels makes one per thread.
 class FlushSubnormals {
  public:
   FlushSubnormals() {
