@@ -112,12 +112,13 @@ def test_kd_spectral_kl_stays_finite_when_the_teacher_softmax_underflows(backend
     assert float((teacher_grad.double() - expected_teacher_grad).norm() / joint) < 1e-4
 
 
-@pytest.mark.parametrize("windows", [1, 2047, 2048, 2049, 7825, 100000])
+@pytest.mark.parametrize("windows", [1, 8191, 8192, 8193, 7825, 33745, 100000])
 def test_quick_stride_leaves_at_most_the_quick_windows(windows):
     stride = timedistill.quick_stride(windows)
     assert len(range(0, windows, stride)) <= timedistill.QUICK_WINDOWS
     assert stride == 1 or len(range(0, windows, stride - 1)) > timedistill.QUICK_WINDOWS
-    assert timedistill.quick_stride(7825) == 4  # ETTh1 at input 720: every 4th window
+    assert timedistill.quick_stride(7825) == 1  # ETTh1 at input 720: every window
+    assert timedistill.quick_stride(33745) == 5  # ETTm1 at input 720: every 5th
 
 
 def test_teacher_check_warns_only_when_the_teacher_is_no_better():
