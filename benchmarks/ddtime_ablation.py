@@ -12,8 +12,6 @@ lambda = 0), ``+spectral`` (alpha only), ``+bottleneck`` (lambda only), ``ddtime
 some of them; ``--expert-lr`` adds ``base@expert-lr`` and ``ddtime@expert-lr``, the same two with the student's
 step size started at the experts' rate (the rule before the expert-segment one). ``--sweep`` adds alpha in
 {0.3, 0.8} x lambda in {0.4, 0.8}, the spectral term with torch's "backward" norm, and tau in {0.5, 2}.
-With the trainer option ``--select-every N`` every variant's row is its validation-selected set, and a row
-``<variant>@last`` of the same distillation gives its last iterate (the set without selection).
 ``--cross mlp patchtst`` also trains models of those architectures on every set (cross-architecture check).
 Full-data models are left out (``ddkernels distill`` reports them). ``--term-norms N`` distils nothing: it
 measures, on the initial set and N expert segments, the gradient norm of each of DDTime's weighted terms with
@@ -22,8 +20,7 @@ respect to the set, and how much of it the gradient-norm clip lets through.
 Writes ``ablation.json`` (every number) and ``ablation.md`` (test MSE per seed, the seed mean and standard
 deviation, the per-seed difference from ``base``, whether it is below base by more than the seed spread, whether
 it is below random windows on every seed, the level gain of its models, its input-to-target jump, its learned step
-size, its median time per iteration against the base distilled in lockstep with it, and with selection the
-iteration chosen per seed and the seconds spent scoring sets on the validation split).
+size and its median time per iteration against the base distilled in lockstep with it).
 """
 import argparse
 import json
@@ -91,7 +88,6 @@ def run_one(source, seed, trainer_options, kept, sweep, expert_lr, cross, out):
     device = torch.device("cpu")
     dataset = data.load(config["data"], config["seq_len"], config["pred_len"], seed=seed)
     train = dataset.windows("train", stride=config["stride"]).tensors()
-    val = dataset.windows("val").tensors()
     test = dataset.windows("test").tensors()
     shape = (config["seq_len"], config["pred_len"], dataset.channels)
     expert_rate = dict(config, syn_lr=config["lr_expert"])
@@ -102,18 +98,14 @@ def run_one(source, seed, trainer_options, kept, sweep, expert_lr, cross, out):
     initial_set = ddtime.random_windows(train, config["samples"], torch.Generator().manual_seed(seed))
     terms = variant_terms(config, kept, sweep)
     runs, seconds = ddtime.distill(config, terms, trajectories, initial_set, device, shape,
-                                   folder / "distill_state.pt", resume=False, val=val)
+                                   folder / "distill_state.pt", resume=False)
     if expert_lr:
         old_runs, old_seconds = ddtime.distill(expert_rate, ddtime.method_terms(expert_rate), trajectories,
                                                initial_set, device, shape, folder / "distill_state_expert_lr.pt",
-                                               resume=False, val=val)
+                                               resume=False)
         runs.update({f"{method}@expert-lr": run for method, run in old_runs.items()})
         seconds.update({f"{method}@expert-lr": value for method, value in old_seconds.items()})
     sets = {"random": initial_set, **{name: run.distilled_set for name, run in runs.items()}}
-    if config["select_every"]:
-        sets.update({f"{name}@last": run.last_set for name, run in runs.items()})
-        runs.update({f"{name}@last": run for name, run in list(runs.items())})
-        seconds.update({f"{name}@last": value for name, value in list(seconds.items())})
     metrics = ddtime.evaluate_methods(config["backbone"], sets, config, train, None, test, device, shape, folder,
                                       resume=False, step_sizes=None, include_full=False)
     step_sizes = {name: runs[name].step_size if name in runs else config["syn_lr"] for name in sets}
@@ -131,9 +123,6 @@ def run_one(source, seed, trainer_options, kept, sweep, expert_lr, cross, out):
         result[name]["cross"] = {backbone: table[name]["mse"] for backbone, table in cross_metrics.items()}
         if name in runs:
             result[name].update(step_size=runs[name].step_size, seconds=seconds[name])
-        if name in runs and runs[name].selection is not None and not name.endswith("@last"):
-            result[name].update(selected_iteration=runs[name].selection["iteration"],
-                                selection_seconds=runs[name].selection_seconds)
     result["real_windows_jump"] = diagnostics["real_windows"]["jump"]
     result["initial_step_size"] = config["syn_lr"]
     return dataset.name, result
@@ -150,8 +139,8 @@ def markdown(results, seeds):
         lines += [f"### {name}", "",
                   "| variant | " + " | ".join(f"seed {seed}" for seed in seeds)
                   + " | mean ± std | minus base | below base beyond spread | below random every seed"
-                  " | SGD at learned step | level gain | jump | step size | time vs base | selected at (scoring s) |",
-                  "| --- " * (len(seeds) + 11) + "|"]
+                  " | SGD at learned step | level gain | jump | step size | time vs base |",
+                  "| --- " * (len(seeds) + 10) + "|"]
         for variant in variants:
             rows = [run[variant] for run in runs]
             mse = [row["mse"] for row in rows]
@@ -174,15 +163,11 @@ def markdown(results, seeds):
                 overhead = statistics.fmean(row["seconds"] / run[group_base]["seconds"] - 1
                                             for row, run in zip(rows, runs))
                 cost = f"{100 * overhead:+.1f}%"
-            selected = ""
-            if "selected_iteration" in rows[0]:
-                selected = (" / ".join(str(row["selected_iteration"]) for row in rows)
-                            + f" ({statistics.fmean(row['selection_seconds'] for row in rows):.1f})")
             lines.append(f"| {variant} | " + " | ".join(f"{value:.4f}" for value in mse)
                          + f" | {mean:.4f} ± {spread:.4f} | {difference:+.4f} ± {_std(differences):.4f}"
                          f" | {beyond} | {below_random} | {sgd}"
                          f" | {statistics.fmean(row['level_gain'] for row in rows):.3f}"
-                         f" | {statistics.fmean(row['jump'] for row in rows):.3f} | {step} | {cost} | {selected} |")
+                         f" | {statistics.fmean(row['jump'] for row in rows):.3f} | {step} | {cost} |")
         backbones = list(runs[0]["base"].get("cross", {}))
         if backbones:
             lines += ["", "Cross-architecture: test MSE of models of other architectures trained on the same sets "

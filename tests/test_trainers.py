@@ -351,53 +351,6 @@ def test_ftd_set_is_the_moving_average_of_the_iterates():
     assert not torch.allclose(run.distilled_set, run.synthetic.detach())
 
 
-def test_validation_selection_keeps_the_best_scoring_set():
-    config, shape = _distill_config(base="ftd", ema_decay=0.5, syn_steps=1), (48, 24, 7)
-    trajectories = _trajectories(config, shape, 1, seed=8)
-    initial = torch.randn(3, 7, 72, generator=torch.Generator().manual_seed(9))
-    run = ddtime_trainer.TrajectoryMatching(config, ddtime_trainer.method_terms(config)["base"], initial,
-                                            torch.device("cpu"), shape)
-    assert run.selection is None and torch.equal(run.distilled_set, run.last_set)  # nothing scored yet
-    run.consider(0, 0.5)
-    run.step(trajectories[0][0], trajectories[0][2])
-    run.consider(1, 0.7)  # worse: the initial set stays selected
-    assert run.selection["iteration"] == 0 and torch.equal(run.distilled_set, initial)
-    run.step(trajectories[0][0], trajectories[0][2])
-    run.consider(2, 0.3)  # better: the set now (ftd: the moving average) is kept, a copy the next step leaves alone
-    kept = run.last_set.clone()
-    run.step(trajectories[0][0], trajectories[0][2])
-    assert run.selection["iteration"] == 2 and torch.equal(run.distilled_set, kept)
-    assert not torch.equal(run.distilled_set, run.last_set)
-    assert run.validation_history == [[0, 0.5], [1, 0.7], [2, 0.3]]
-
-
-def test_distill_selects_sets_on_the_validation_split(tmp_path):
-    assert cli.main(DISTILL_TINY + ["--select-every", "3", "--out", str(tmp_path)]) == 0
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    dataset = data.load(None, 48, 24, seed=0)
-    val = dataset.windows("val").tensors()
-    config = dict(metrics["config"], eval_backbone=tuple(metrics["config"]["eval_backbone"]))
-    for method in ("base", "ddtime"):
-        chosen = metrics["selection"][method]
-        # scored before the first iteration, every 3, and after the last (4)
-        assert [iteration for iteration, _ in chosen["history"]] == [0, 3, 4]
-        assert chosen["val_mse"] == min(score for _, score in chosen["history"])
-        assert chosen["iteration"] in (0, 3, 4) and chosen["seconds"] > 0
-        # the written set is the selected one: a fresh model trained on it scores the same on the validation split
-        saved, _ = data.load_synthetic_set(tmp_path / f"{method}_set.pt")
-        synthetic = torch.cat(saved.tensors, dim=1).transpose(1, 2)
-        assert ddtime_trainer.validation_mse(synthetic, config, val, torch.device("cpu"), (48, 24, 7)) == \
-            pytest.approx(chosen["val_mse"], rel=1e-5)
-
-
-def test_distill_selection_without_validation_windows_raises():
-    config, shape = _distill_config(select_every=2), (48, 24, 7)
-    initial = torch.randn(3, 7, 72, generator=torch.Generator().manual_seed(9))
-    with pytest.raises(ValueError, match="--select-every"):
-        ddtime_trainer.distill(config, ddtime_trainer.method_terms(config), _trajectories(config, shape, 1, seed=8),
-                               initial, torch.device("cpu"), shape, "unused.pt", resume=False)
-
-
 def test_sharpness_aware_gradient_is_taken_at_the_ascent_point():
     torch.manual_seed(10)
     model = torch.nn.Linear(4, 2)
@@ -443,11 +396,10 @@ def test_distill_resume_reuses_experts_and_state(tmp_path, monkeypatch):
     assert resumed["ddtime"] == first["ddtime"] and resumed["base"] == first["base"]
 
 
-@pytest.mark.parametrize("selection", [[], ["--select-every", "1"]])
-def test_distill_interrupted_then_resumed_equals_one_run(tmp_path, selection):
+def test_distill_interrupted_then_resumed_equals_one_run(tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert cli.main(DISTILL_TINY + selection + ["--out", str(straight)]) == 0
-    args = DISTILL_TINY + selection + ["--out", str(split)]
+    assert cli.main(DISTILL_TINY + ["--out", str(straight)]) == 0
+    args = DISTILL_TINY + ["--out", str(split)]
     shorter = args[:args.index("--iterations") + 1] + ["2"] + args[args.index("--iterations") + 2:]
     assert cli.main(shorter) == 0
     assert cli.main(args + ["--resume"]) == 0
@@ -455,11 +407,6 @@ def test_distill_interrupted_then_resumed_equals_one_run(tmp_path, selection):
         a, _ = data.load_synthetic_set(straight / f"{method}_set.pt")
         b, _ = data.load_synthetic_set(split / f"{method}_set.pt")
         assert torch.equal(a.tensors[0], b.tensors[0]) and torch.equal(a.tensors[1], b.tensors[1])
-    if selection:
-        first, resumed = (json.loads((folder / "metrics.json").read_text())["selection"] for folder in (straight, split))
-        for method in ("base", "ddtime"):
-            assert first[method]["history"] == resumed[method]["history"]
-            assert first[method]["iteration"] == resumed[method]["iteration"]
 
 
 @pytest.mark.parametrize("trainer, change", [("kd", ["--alpha", "5"]), ("kd", ["--lr", "0.5"]),
@@ -554,9 +501,7 @@ def test_ablation_table_compares_with_base_and_random_per_seed():
         values = {"mse": mse, "mse_std": 0.0, "level_gain": 1.0, "shifted_mse": mse, "jump": 0.1}
         return values if seconds is None else {**values, "step_size": 0.05, "seconds": seconds}
     runs = {str(seed): {"random": row(0.9), "base": row(0.50 + seed * 0.01, 1.0),
-                        "ddtime": {**row(0.40 + seed * 0.01, 1.02), "selected_iteration": 25 * seed,
-                                   "selection_seconds": 2.0 + seed},
-                        "+spectral": row(0.51 + seed * 0.05, 1.01),
+                        "ddtime": row(0.40 + seed * 0.01, 1.02), "+spectral": row(0.51 + seed * 0.05, 1.01),
                         "real_windows_jump": 0.05, "initial_step_size": 0.066} for seed in range(3)}
     table = _ablation_script().markdown({"toy": runs}, [0, 1, 2])
     lines = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
@@ -565,8 +510,6 @@ def test_ablation_table_compares_with_base_and_random_per_seed():
     assert "| -0.1000 ± 0.0000 | yes | yes |" in lines["ddtime"] and "+2.0%" in lines["ddtime"]
     assert "| no | yes |" in lines["+spectral"] and "+1.0%" in lines["+spectral"]
     assert "0.5100 ± 0.0100" in lines["base"]
-    # the iteration validation selection chose per seed, and the mean seconds spent scoring
-    assert lines["ddtime"].endswith("| 0 / 25 / 50 (3.0) |") and lines["base"].endswith("|  |")
 
 
 @pytest.mark.parametrize("arguments,plot", [(KD_TINY, "forecast.png"), (DISTILL_TINY, "synthetic_sets.png")])

@@ -17,9 +17,6 @@ base: MTT, DATM or FTD (--base).
    (teacher: the expert at epoch t + M, its predictions taken as fixed targets) with Adam and gradient
    clipping; then the CondTSF label update moves the synthetic targets toward the teacher's forecasts (ftd: an
    exponential moving average of the set is kept and is what the evaluation trains on).
-   With --select-every N, before the first iteration and after every N (and the last), a fresh model is trained
-   on each set as the evaluation trains one and scored on the validation split; the best-scoring set is the one
-   kept (early stopping for distillation; the test split is never used for it).
    The spectral and pairwise terms are ddkernels' fused ops. ``base`` is the same with alpha = lambda = 0.
    SpectralL1 uses norm="ortho" by default: with torch's "backward" norm the spectrum is sqrt(pred_len) times
    larger than the values and the term outweighs trajectory matching.
@@ -59,7 +56,7 @@ CHECKPOINT_EVERY = 50  # distillation iterations between checkpoints
 EXPERT_OPTIONS = ("data", "seed", "seq_len", "pred_len", "stride", "backbone", "revin", "base", "sam_rho",
                   "lr_expert", "batch_size", "expert_epochs")
 DISTILL_OPTIONS = EXPERT_OPTIONS + ("experts", "samples", "syn_steps", "expert_step", "max_start_epoch", "syn_lr",
-                                    "lr_syn", "lr_lr", "clip", "label_rate", "ema_decay", "select_every")
+                                    "lr_syn", "lr_lr", "clip", "label_rate", "ema_decay")
 FULL_OPTIONS = ("data", "seed", "seq_len", "pred_len", "stride", "revin", "batch_size", "eval_lr", "patience")
 BASES = ("mtt", "datm", "ftd")
 # DDTime's terms: zero alpha and lambda make plain trajectory matching (``base``)
@@ -78,7 +75,6 @@ DEFAULTS = {"seq_len": 96, "pred_len": 96, "samples": 5, "backbone": "dlinear", 
             "alpha": 0.8, "lam": 0.6, "tau": 1.0, "spectral_norm": "ortho", "lr_syn": 0.1, "lr_lr": 1e-2,
             "lr_expert": 0.01, "syn_lr": None, "revin": False, "base": "mtt", "sam_rho": 0.05, "ema_decay": 0.95,
             "batch_size": 32, "clip": 1.0, "label_rate": 0.1, "eval_lr": 1e-3, "full_epochs": 20, "patience": 3,
-            "select_every": 0,
             **PRESETS["long"]}
 
 
@@ -134,9 +130,6 @@ def add_arguments(parser):
                         help="decay of the ftd set's exponential moving average per iteration (0.95)")
     parser.add_argument("--revin", action="store_true",
                         help="DLinear with instance normalisation (RevIN); the other backbones always have it")
-    parser.add_argument("--select-every", type=nonnegative_int, default=None,
-                        help="score each set on the validation split before the first iteration and every this many "
-                        "(and after the last), and keep the best-scoring one; 0 (default) keeps the last iterate")
     parser.add_argument("--lr-lr", type=positive_float, default=None, help="Adam rate of the log step size (0.01)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="experts' and full models' batch (32)")
     parser.add_argument("--eval-lr", type=positive_float, default=None,
@@ -296,8 +289,7 @@ def method_terms(config):
 
 class TrajectoryMatching:
     """One synthetic set being distilled: ``step(theta_start, theta_target)`` runs one iteration.
-    ``terms`` holds DDTime's alpha, lam, spectral_norm and tau (see ``method_terms``). ``consider(iteration,
-    val_mse)`` records the current set's validation score and keeps it as ``selection`` if it is the best so far."""
+    ``terms`` holds DDTime's alpha, lam, spectral_norm and tau (see ``method_terms``)."""
 
     def __init__(self, config, terms, initial_set, device, shape):
         self.alpha, self.lam, self.spectral_norm, self.tau = (terms[name] for name in TERM_OPTIONS)
@@ -310,11 +302,6 @@ class TrajectoryMatching:
         self.average = self.synthetic.detach().clone() if config["base"] == "ftd" else None
         self.optimizer = torch.optim.Adam([{"params": [self.synthetic], "lr": config["lr_syn"]},
                                            {"params": [self.log_lr], "lr": config["lr_lr"]}])
-        # validation selection: the best-scoring set so far ({"iteration", "val_mse", "set"}; None until a set is
-        # scored), every score as [iteration, val_mse], and the seconds spent scoring
-        self.selection = None
-        self.validation_history = []
-        self.selection_seconds = 0.0
 
     def loss_terms(self, theta_start, theta_target):
         """The weighted terms of the loss, {"parameters", "values", and with nonzero weights "spectral",
@@ -355,31 +342,19 @@ class TrajectoryMatching:
             self.average.lerp_(self.synthetic.detach(), 1 - config["ema_decay"])
         return loss.item()
 
-    def consider(self, iteration, val_mse):
-        self.validation_history.append([iteration, val_mse])
-        if self.selection is None or val_mse < self.selection["val_mse"]:
-            self.selection = {"iteration": iteration, "val_mse": val_mse, "set": self.last_set.clone()}
-
     @property
     def step_size(self):
         return float(self.log_lr.detach().exp())
 
     @property
-    def last_set(self):
-        """The set as distillation left it: the last iterate, or for ftd its moving average."""
-        return (self.synthetic if self.average is None else self.average).detach()
-
-    @property
     def distilled_set(self):
-        """The set to train on: the validation-selected one when sets were scored, else ``last_set``."""
-        return self.last_set if self.selection is None else self.selection["set"]
+        """The set to train on: the last iterate, or for ftd its moving average."""
+        return (self.synthetic if self.average is None else self.average).detach()
 
     def state_dict(self):
         return {"synthetic": self.synthetic.detach(), "log_lr": self.log_lr.detach(),
                 "optimizer": self.optimizer.state_dict(),
-                **({} if self.average is None else {"average": self.average}),
-                **({} if self.selection is None else {"selection": self.selection}),
-                "validation_history": self.validation_history, "selection_seconds": self.selection_seconds}
+                **({} if self.average is None else {"average": self.average})}
 
     def load_state_dict(self, state):
         with torch.no_grad():
@@ -388,9 +363,6 @@ class TrajectoryMatching:
             if self.average is not None:
                 self.average.copy_(state["average"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.selection = state.get("selection")
-        self.validation_history = [list(entry) for entry in state["validation_history"]]
-        self.selection_seconds = float(state["selection_seconds"])
 
 
 def start_epoch_window(config, iteration):
@@ -414,33 +386,14 @@ def soft_label_set(initial_set, trajectories, config, device, shape):
     return torch.cat([initial_set[:, :, :config["seq_len"]].to(device), forecast.transpose(1, 2)], dim=2).cpu()
 
 
-def validation_mse(synthetic, config, val, device, shape):
-    """The validation MSE of one fresh model of the distillation backbone trained on ``synthetic`` as the
-    evaluation trains its models (the same seed for every set scored, so that scores differ by the set alone)."""
-    model = train_on_set(config["backbone"], synthetic, config, device, shape, config["seed"] * 100)
-    return evaluate(model, *val, Runtime(0, 1, device))["mse"]
-
-
-def distill(config, terms, trajectories, initial_set, device, shape, checkpoint, resume, val=None):
+def distill(config, terms, trajectories, initial_set, device, shape, checkpoint, resume):
     """One set per method of ``terms`` ({method: its DDTime terms}, e.g. ``method_terms(config)``), distilled in
     lockstep from ``initial_set``, on the same expert and start epoch each iteration, each iteration timed (so the
     costs are measured under the same conditions); with the datm base the sets start from soft labels
-    (``soft_label_set``). With --select-every, each set is scored on ``val`` (validation windows (x, y)) before
-    the first iteration and every that many (and after the last), untimed per iteration (each run's
-    ``selection_seconds`` holds that cost), and each run keeps its best-scoring set (``TrajectoryMatching.consider``).
-    Returns {method: TrajectoryMatching} and {method: median seconds per iteration}."""
-    select_every = config["select_every"]
-    if select_every and val is None:
-        raise ValueError("--select-every needs the validation windows (val) to score the sets on")
+    (``soft_label_set``). Returns {method: TrajectoryMatching} and {method: median seconds per iteration}."""
     if config["base"] == "datm":
         initial_set = soft_label_set(initial_set, trajectories, config, device, shape)
     runs = {method: TrajectoryMatching(config, terms[method], initial_set, device, shape) for method in terms}
-
-    def select(iteration):
-        for run in runs.values():
-            begin = time.perf_counter()
-            run.consider(iteration, validation_mse(run.last_set, config, val, device, shape))
-            run.selection_seconds += time.perf_counter() - begin
     key = config_key(config, DISTILL_OPTIONS, terms=terms)
     seconds = {method: [] for method in runs}
     generator = torch.Generator().manual_seed(config["seed"] + 17)
@@ -452,8 +405,6 @@ def distill(config, terms, trajectories, initial_set, device, shape, checkpoint,
             run.load_state_dict(saved[method])
         generator.set_state(saved["generator"])
         start_iteration, seconds = saved["iteration"], saved["seconds"]
-    if select_every and start_iteration == 0:
-        select(0)
     iterations = Progress(range(start_iteration, config["iterations"]), "distill")
     for iteration in iterations:
         expert = int(torch.randint(len(trajectories), (1,), generator=generator))
@@ -470,8 +421,6 @@ def distill(config, terms, trajectories, initial_set, device, shape, checkpoint,
                 torch.cuda.synchronize(device)
             seconds[method].append(time.perf_counter() - begin)
             iterations.set(**{method: loss})
-        if select_every and ((iteration + 1) % select_every == 0 or iteration + 1 == config["iterations"]):
-            select(iteration + 1)
         if (iteration + 1) % CHECKPOINT_EVERY == 0 or iteration + 1 == config["iterations"]:
             save_atomic({**{method: run.state_dict() for method, run in runs.items()}, "key": key,
                          "generator": generator.get_state(), "iteration": iteration + 1, "seconds": seconds},
@@ -628,7 +577,7 @@ def _run(config, args, runtime):
     initial_set = random_windows(train, config["samples"], torch.Generator().manual_seed(config["seed"]))
     clock = time.perf_counter()
     runs, seconds = distill(config, method_terms(config), trajectories, initial_set, device, shape,
-                            out / "distill_state.pt", args.resume, val)
+                            out / "distill_state.pt", args.resume)
     print(f"distillation: {time.perf_counter() - clock:.0f} s")
     sets = {"random": initial_set, **{method: run.distilled_set for method, run in runs.items()}}
     for method, run in runs.items():
@@ -649,10 +598,6 @@ def _run(config, args, runtime):
     metrics["overhead_vs_base"] = seconds["ddtime"] / seconds["base"] - 1
     metrics["initial_step_size"] = config["syn_lr"]
     metrics["learned_step_size"] = {method: run.step_size for method, run in runs.items()}
-    if config["select_every"]:
-        metrics["selection"] = {method: {"iteration": run.selection["iteration"], "val_mse": run.selection["val_mse"],
-                                         "history": run.validation_history, "seconds": run.selection_seconds}
-                                for method, run in runs.items()}
     metrics["sets"] = set_diagnostics(sets, initial_set, train, config["seq_len"])
     metrics["config"] = {**config, "world_size": runtime.world_size, "device_used": str(device)}
     write_json(metrics, out / "metrics.json")
@@ -671,10 +616,6 @@ def _run(config, args, runtime):
                                                for name, values in metrics["sets"].items()))
     print(f"seconds per iteration: base {seconds['base']:.4f}, ddtime {seconds['ddtime']:.4f} "
           f"({100 * metrics['overhead_vs_base']:+.1f}%)")
-    if config["select_every"]:
-        print("selected by validation: " + ", ".join(
-            f"{method} iteration {chosen['iteration']} (val MSE {chosen['val_mse']:.4f}; "
-            f"scoring {chosen['seconds']:.1f} s)" for method, chosen in metrics["selection"].items()))
     plot = _plot(out / "synthetic_sets.png", sets, dataset.columns, config["seq_len"])
     print_written([out / "metrics.json", out / "ddtime_set.pt", plot])
     return 0
