@@ -272,6 +272,8 @@ def test_distill_sets_change_and_differ(tmp_path):
 
 
 def _distill_config(**overrides):
+    """The tiny options; tests that draw flat parameters at random pass revin=False (RevIN's affine weights drawn
+    near zero divide the forecast by them)."""
     parser = argparse.ArgumentParser()
     ddtime_trainer.add_arguments(parser)
     config = ddtime_trainer.resolve_config(parser.parse_args(DISTILL_TINY[1:]))
@@ -300,6 +302,15 @@ def test_matching_step_equals_hand_computation():
     assert loss == pytest.approx(float(expected), rel=1e-5)
     assert not model.training
     assert run.synthetic.grad is not None and run.log_lr.grad is not None and run.log_lr.grad != 0
+
+
+def test_distill_dlinear_has_revin_unless_no_revin():
+    assert _distill_config()["revin"] is True
+    parser = argparse.ArgumentParser()
+    ddtime_trainer.add_arguments(parser)
+    config = ddtime_trainer.resolve_config(parser.parse_args(DISTILL_TINY[1:] + ["--no-revin"]))
+    assert config["revin"] is False
+    assert isinstance(ddtime_trainer.build_backbone("dlinear", _distill_config(), (48, 24, 7)).revin, models.RevIN)
 
 
 def test_student_step_size_covers_the_expert_segment():
@@ -339,7 +350,7 @@ def _trajectories(config, shape, count, seed):
 
 
 def test_datm_starts_from_the_experts_mean_forecast():
-    config, shape = _distill_config(base="datm"), (48, 24, 7)
+    config, shape = _distill_config(base="datm", revin=False), (48, 24, 7)
     trajectories = _trajectories(config, shape, 2, seed=6)
     initial = torch.randn(3, 7, 72, generator=torch.Generator().manual_seed(7))
     soft = ddtime_trainer.soft_label_set(initial, trajectories, config, torch.device("cpu"), shape)
@@ -352,7 +363,7 @@ def test_datm_starts_from_the_experts_mean_forecast():
 
 
 def test_ftd_set_is_the_moving_average_of_the_iterates():
-    config, shape = _distill_config(base="ftd", ema_decay=0.5, syn_steps=1), (48, 24, 7)
+    config, shape = _distill_config(base="ftd", ema_decay=0.5, syn_steps=1, revin=False), (48, 24, 7)
     trajectories = _trajectories(config, shape, 1, seed=8)
     initial = torch.randn(3, 7, 72, generator=torch.Generator().manual_seed(9))
     run = ddtime_trainer.TrajectoryMatching(config, ddtime_trainer.method_terms(config)["base"], initial,
@@ -383,7 +394,7 @@ def test_sharpness_aware_gradient_is_taken_at_the_ascent_point():
 
 
 def test_label_update_moves_only_the_targets():
-    config = _distill_config(syn_steps=1, label_rate=1.0, lr_syn=1e-12)
+    config = _distill_config(syn_steps=1, label_rate=1.0, lr_syn=1e-12, revin=False)
     initial = torch.randn(3, 7, 72, generator=torch.Generator().manual_seed(4))
     terms = ddtime_trainer.method_terms(config)["ddtime"]
     run = ddtime_trainer.TrajectoryMatching(config, terms, initial, torch.device("cpu"), (48, 24, 7))

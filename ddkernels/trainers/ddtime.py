@@ -4,7 +4,9 @@ base: MTT, DATM or FTD (--base).
 
 1. Experts: --experts models trained on the real training split with SGD (ftd: sharpness-aware, SAM with radius
    --sam-rho), their parameters kept after every epoch (expert trajectories). Under torchrun the experts are
-   shared out among the processes.
+   shared out among the processes. DLinear (experts, students and evaluation models) has instance normalisation
+   (RevIN) unless --no-revin: without it the experts learn the training period's reversion to its mean level, which
+   a test period at other levels punishes.
 2. Distillation (one process): a learnable synthetic set [S, channels, seq_len + pred_len], initialised from
    random real training windows (datm: its targets replaced by the experts' forecasts, soft labels). Each
    iteration picks an expert and a start epoch t (datm: from a window that grows during distillation), trains a
@@ -32,6 +34,7 @@ base: MTT, DATM or FTD (--base).
     ddkernels distill --preset quick --data ../shared/data/ETTh1.csv --out runs/ddtime
     torchrun --nproc_per_node 2 -m ddkernels distill --preset quick --out runs/ddtime
 """
+import argparse
 import math
 import statistics
 import time
@@ -73,7 +76,7 @@ PRESETS = {
 
 DEFAULTS = {"seq_len": 96, "pred_len": 96, "samples": 5, "backbone": "dlinear", "eval_backbone": ("mlp",),
             "alpha": 0.8, "lam": 0.6, "tau": 1.0, "spectral_norm": "ortho", "lr_syn": 0.1, "lr_lr": 1e-2,
-            "lr_expert": 0.01, "syn_lr": None, "revin": False, "base": "mtt", "sam_rho": 0.05, "ema_decay": 0.95,
+            "lr_expert": 0.01, "syn_lr": None, "revin": True, "base": "mtt", "sam_rho": 0.05, "ema_decay": 0.95,
             "batch_size": 32, "clip": 1.0, "label_rate": 0.1, "eval_lr": 1e-3, "full_epochs": 20, "patience": 3,
             **PRESETS["long"]}
 
@@ -128,8 +131,9 @@ def add_arguments(parser):
                         help="radius of the ftd experts' sharpness-aware steps (0.05)")
     parser.add_argument("--ema-decay", type=unit_float, default=None,
                         help="decay of the ftd set's exponential moving average per iteration (0.95)")
-    parser.add_argument("--revin", action="store_true",
-                        help="DLinear with instance normalisation (RevIN); the other backbones always have it")
+    parser.add_argument("--revin", action=argparse.BooleanOptionalAction, default=None,
+                        help="DLinear with instance normalisation (RevIN; the default, --no-revin without); the other "
+                        "backbones always have it")
     parser.add_argument("--lr-lr", type=positive_float, default=None, help="Adam rate of the log step size (0.01)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="experts' and full models' batch (32)")
     parser.add_argument("--eval-lr", type=positive_float, default=None,
@@ -184,7 +188,7 @@ class FlatParameters:
 
 
 def build_backbone(name, config, shape):
-    """A fresh model of architecture ``name`` (DLinear with RevIN when --revin; the MLP with RevIN and LayerNorm,
+    """A fresh model of architecture ``name`` (DLinear with RevIN unless --no-revin; the MLP with RevIN and LayerNorm,
     whose forward pass, unlike BatchNorm's, is a pure function of the parameters)."""
     options = {"dlinear": {"revin": config["revin"]}, "mlp": {"input_norm": "revin", "hidden_norm": "layer"}}.get(
         name, {})
