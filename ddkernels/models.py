@@ -167,8 +167,8 @@ class MLPStudent(Forecaster):
             raise ValueError(f"input_norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
         if hidden_norm not in HIDDEN_NORMS:
             raise ValueError(f"hidden_norm must be one of {', '.join(HIDDEN_NORMS)}, got {hidden_norm!r}")
-        self.input_norm = {"mean": MeanCentring, "revin": lambda: RevIN(self.channels), "none": lambda: None}[
-            input_norm]()
+        self.input_norm = (MeanCentring() if input_norm == "mean" else RevIN(self.channels) if input_norm == "revin"
+                           else None)
         self.decomposition = SeriesDecomposition(kernel_size)
         self.seasonal_hidden = self._hidden(d_model, hidden_norm, dropout)
         self.trend_hidden = self._hidden(d_model, hidden_norm, dropout)
