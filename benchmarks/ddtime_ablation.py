@@ -42,7 +42,8 @@ SWEEP = {**{f"alpha {alpha}, lambda {lam}": {"alpha": alpha, "lam": lam} for alp
 def trainer_config(source, seed, trainer_options):
     parser = argparse.ArgumentParser(prog="ddkernels distill")
     ddtime.add_arguments(parser)
-    args = parser.parse_args(["--preset", "quick", "--data", source, "--seed", str(seed), "--device", "cpu",
+    data_option = [] if source == "default" else ["--data", source]
+    args = parser.parse_args(["--preset", "quick", *data_option, "--seed", str(seed), "--device", "cpu",
                               *trainer_options])
     return ddtime.resolve_config(args)
 
@@ -193,7 +194,8 @@ def main(argv=None):
     trainer_options = argv[argv.index("--") + 1:] if "--" in argv else []
     own = argv[:argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", nargs="+", required=True, help="CSV paths or synthetic:walk")
+    parser.add_argument("--data", nargs="+", required=True,
+                        help="CSV paths, synthetic:walk, or default (the embedded synthetic series)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--variants", nargs="+", choices=["base", *ABLATION], default=["base", *ABLATION],
