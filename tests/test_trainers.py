@@ -343,6 +343,13 @@ def test_quick_preset_experts_beat_random_windows(source):
     assert math.isfinite(expert_mse) and expert_mse < 0.8 * windows_mse
 
 
+def test_diverging_expert_names_the_rate(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(DISTILL_TINY + ["--lr-expert", "1e6", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "expert 0 diverged in epoch 1 (non-finite parameters) at --lr-expert 1000000.0" in capsys.readouterr().err
+
+
 def test_level_gain_and_input_target_jump():
     shape = (48, 24, 7)
     mean_forecaster = models.DLinear(*shape)

@@ -222,6 +222,9 @@ def train_expert(index, config, train, runtime, shape):
                 sharpness_aware_gradient(model, parameters, x, y, config["sam_rho"])
             optimizer.step()
         trajectory.append(flat.flatten().cpu())
+        if not torch.isfinite(trajectory[-1]).all():
+            raise ValueError(f"expert {index} diverged in epoch {len(trajectory) - 1} (non-finite parameters) at "
+                             f"--lr-expert {config['lr_expert']}; lower it")
     return torch.stack(trajectory)
 
 
