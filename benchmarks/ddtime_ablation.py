@@ -15,7 +15,9 @@ step size started at the experts' rate (the rule before the expert-segment one).
 ``--cross mlp patchtst`` also trains models of those architectures on every set (cross-architecture check).
 Full-data models are left out (``ddkernels distill`` reports them). ``--term-norms N`` distils nothing: it
 measures, on the initial set and N expert segments, the gradient norm of each of DDTime's weighted terms with
-respect to the set, and how much of it the gradient-norm clip lets through.
+respect to the set, and how much of it the gradient-norm clip lets through. ``--expert-rates 0.01 0.1`` distils
+nothing either: it trains expert 0 at each SGD rate and prints its test MSE after every epoch, with the random
+windows' (the experts' convergence: a set cannot be better than the segments it is matched to).
 
 Writes ``ablation.json`` (every number) and ``ablation.md`` (test MSE per seed, the seed mean and standard
 deviation, the per-seed difference from ``base``, whether it is below base by more than the seed spread, whether
@@ -55,6 +57,29 @@ def variant_terms(config, kept, sweep):
     if sweep:
         variants.update({name: dict(terms["ddtime"], **change) for name, change in SWEEP.items()})
     return variants
+
+
+def expert_rates(source, seed, trainer_options, rates):
+    """Expert 0's test MSE before training and after every epoch at each SGD rate of ``rates``, and the test MSE of
+    the evaluation models trained on the random windows: {"random": mse, rate: [mse per epoch]}."""
+    config = trainer_config(source, seed, trainer_options)
+    device = torch.device("cpu")
+    single = ddtime.Runtime(0, 1, device)
+    dataset = data.load(config["data"], config["seq_len"], config["pred_len"], seed=seed)
+    train = dataset.windows("train", stride=config["stride"]).tensors()
+    test = dataset.windows("test").tensors()
+    shape = (config["seq_len"], config["pred_len"], dataset.channels)
+    windows = ddtime.random_windows(train, config["samples"], torch.Generator().manual_seed(seed))
+    curves = {"random": ddtime.evaluate_methods(config["backbone"], {"random": windows}, config, train, None, test,
+                                                device, shape, None, resume=False, include_full=False)["random"]["mse"]}
+    expert = ddtime.build_backbone(config["backbone"], config, shape)
+    for rate in rates:
+        trajectory = ddtime.train_expert(0, dict(config, lr_expert=rate), train, single, shape)
+        curves[rate] = []
+        for theta in trajectory:
+            torch.nn.utils.vector_to_parameters(theta, expert.parameters())
+            curves[rate].append(ddtime.evaluate(expert, *test, single)["mse"])
+    return dataset.name, curves
 
 
 def term_norms(source, seed, trainer_options, draws, out):
@@ -207,8 +232,18 @@ def main(argv=None):
                         help="only measure the terms' gradient norms on N segments (no distillation)")
     parser.add_argument("--cross", nargs="+", choices=sorted(models.MODELS), default=[],
                         help="architectures of the cross-architecture check (default none)")
+    parser.add_argument("--expert-rates", nargs="+", type=float, default=[], metavar="RATE",
+                        help="only train expert 0 at each of these SGD rates and print its test MSE per epoch")
     args = parser.parse_args(own)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.expert_rates:
+        for source in args.data:
+            for seed in args.seeds:
+                name, curves = expert_rates(source, seed, trainer_options, args.expert_rates)
+                print(f"{name} seed {seed}: random windows {curves.pop('random'):.4f}; expert 0 by epoch: "
+                      + "; ".join(f"rate {rate:g} " + " ".join(f"{mse:.3f}" for mse in curve)
+                                  for rate, curve in curves.items()), flush=True)
+        return
     if args.term_norms:
         for source in args.data:
             for seed in args.seeds:

@@ -570,6 +570,18 @@ def test_ablation_table_compares_with_base_and_random_per_seed():
     assert "0.5100 ± 0.0100" in lines["base"]
 
 
+def test_ablation_expert_rates_trains_expert_zero_at_each_rate():
+    options = ["--seq-len", "48", "--pred-len", "24", "--samples", "3", "--expert-epochs", "2", "--expert-step", "1",
+               "--max-start-epoch", "1", "--stride", "8", "--eval-models", "1", "--eval-steps", "5"]
+    name, curves = _ablation_script().expert_rates("default", 0, options, [0.01, 0.1])
+    assert name == "synthetic" and list(curves) == ["random", 0.01, 0.1]
+    assert math.isfinite(curves["random"]) and curves["random"] > 0
+    # the same initial expert at both rates, then one MSE per epoch; the larger rate gets further in 2 epochs
+    assert len(curves[0.01]) == len(curves[0.1]) == 3 and curves[0.01][0] == curves[0.1][0]
+    assert all(math.isfinite(mse) for mse in curves[0.01] + curves[0.1])
+    assert curves[0.1][-1] < curves[0.01][-1] < curves[0.01][0]
+
+
 @pytest.mark.parametrize("arguments,plot", [(KD_TINY, "forecast.png"), (DISTILL_TINY, "synthetic_sets.png")])
 def test_without_matplotlib_the_output_names_only_what_was_written(tmp_path, monkeypatch, capsys, arguments, plot):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import fails as if matplotlib were absent
