@@ -6,9 +6,9 @@ base: MTT, DATM or FTD (--base).
    with radius --sam-rho), their parameters kept after every epoch (expert trajectories); under torchrun shared
    out among the processes. The rate is 0.1: at 0.01 the experts were far from converged after the quick preset's
    8 epochs, worse on the test period than a model trained on 5 random windows, and so were the sets matched to
-   them. DLinear (experts, students and evaluation models) has instance normalisation
-   (RevIN) unless --no-revin: without it the experts learn the training period's reversion to its mean level, which
-   a test period at other levels punishes.
+   them. DLinear (experts, students and evaluation models) has instance normalisation (RevIN) unless --no-revin:
+   without it the experts learn the training period's reversion to its mean level, which a test period at other
+   levels punishes.
 2. Distillation (one process): a learnable synthetic set [S, channels, seq_len + pred_len], initialised from
    random real training windows (datm: its targets replaced by the experts' forecasts, soft labels). Each
    iteration picks an expert and a start epoch t (datm: from a window that grows during distillation), trains a
