@@ -304,6 +304,26 @@ def test_matching_step_equals_hand_computation():
     assert run.synthetic.grad is not None and run.log_lr.grad is not None and run.log_lr.grad != 0
 
 
+def test_value_terms_reach_the_set_only_through_the_student_steps():
+    """With a zero step size the student's steps ignore the set, and so must the value and spectral terms (their
+    inputs are held fixed); with a positive one both terms move it."""
+    config = _distill_config(syn_steps=2, label_rate=0.0, alpha=0.8, lam=0.0, revin=False)
+    gen = torch.Generator().manual_seed(5)
+    initial = torch.randn(3, 7, 72, generator=gen)
+    run = ddtime_trainer.TrajectoryMatching(config, ddtime_trainer.method_terms(config)["ddtime"], initial,
+                                            torch.device("cpu"), (48, 24, 7))
+    size = sum(p.numel() for p in run.student.model.parameters())
+    theta_start, theta_target = torch.randn(size, generator=gen) * 0.1, torch.randn(size, generator=gen) * 0.1
+    for step_size, moves in ((0.0, False), (0.05, True)):
+        with torch.no_grad():
+            run.log_lr.fill_(math.log(step_size) if step_size else -math.inf)
+        terms = run.loss_terms(theta_start, theta_target)
+        for name in ("values", "spectral"):
+            grad = torch.autograd.grad(terms[name], run.synthetic, retain_graph=True)[0]
+            assert torch.isfinite(grad).all()
+            assert bool(grad.abs().max() > 1e-6) == moves, (name, step_size)
+
+
 def test_distill_dlinear_has_revin_unless_no_revin():
     assert _distill_config()["revin"] is True
     parser = argparse.ArgumentParser()

@@ -18,8 +18,8 @@ base: MTT, DATM or FTD (--base).
        ||theta_student - theta_{t+M}||^2 / ||theta_t - theta_{t+M}||^2
        + (1 - alpha) MSE(teacher(x), student(x)) + alpha SpectralL1(student(x), teacher(x))
        + lambda PairwiseSKLDiversity(synthetic set; tau)
-   (teacher: the expert at epoch t + M, its predictions taken as fixed targets) with Adam and gradient
-   clipping; then the CondTSF label update moves the synthetic targets toward the teacher's forecasts (ftd: an
+   (teacher: the expert at epoch t + M, its predictions taken as fixed targets; the two value terms reach the
+   set only through the student's steps, x held fixed in them) with Adam and gradient clipping; then the CondTSF label update moves the synthetic targets toward the teacher's forecasts (ftd: an
    exponential moving average of the set is kept and is what the evaluation trains on).
    The spectral and pairwise terms are ddkernels' fused ops. ``base`` is the same with alpha = lambda = 0.
    SpectralL1 uses norm="ortho" by default: with torch's "backward" norm the spectrum is sqrt(pred_len) times
@@ -324,9 +324,14 @@ class TrajectoryMatching:
             theta = theta - step_size * torch.autograd.grad(inner, theta, create_graph=True)[0]
         distance = (theta_start - theta_target).square().sum().clamp_min(torch.finfo(theta.dtype).tiny)
         terms = {"parameters": (theta - theta_target).square().sum() / distance}
-        prediction = student(theta, x)
+        # The forecasts are compared on the set's inputs held fixed, so these terms reach the set only through the
+        # student's steps. A direct path would move the inputs towards the teacher's forecast of the old inputs,
+        # but the teacher's forecast moves with them: the term cannot fall that way, and on a stationary series
+        # the spectral L1's constant-size gradient drifted the set until Adam overfitted it (README, DDTime).
+        inputs = x.detach()
+        prediction = student(theta, inputs)
         with torch.no_grad():
-            teacher_prediction = student(theta_target, x)
+            teacher_prediction = student(theta_target, inputs)
         terms["values"] = (1 - self.alpha) * F.mse_loss(prediction, teacher_prediction)
         if self.alpha:
             terms["spectral"] = self.alpha * ddkernels.spectral_l1_loss(prediction, teacher_prediction, dim=1,
