@@ -19,8 +19,9 @@ base: MTT, DATM or FTD (--base).
        + (1 - alpha) MSE(teacher(x), student(x)) + alpha SpectralL1(student(x), teacher(x))
        + lambda PairwiseSKLDiversity(synthetic set; tau)
    (teacher: the expert at epoch t + M, its predictions taken as fixed targets; the two value terms reach the
-   set only through the student's steps, x held fixed in them) with Adam and gradient clipping; then the CondTSF label update moves the synthetic targets toward the teacher's forecasts (ftd: an
-   exponential moving average of the set is kept and is what the evaluation trains on).
+   set only through the student's steps, x held fixed in them) with Adam and gradient clipping; then the CondTSF
+   label update moves the synthetic targets toward the teacher's forecasts (ftd: an exponential moving average of
+   the set is kept and is what the evaluation trains on).
    The spectral and pairwise terms are ddkernels' fused ops. ``base`` is the same with alpha = lambda = 0.
    SpectralL1 uses norm="ortho" by default: with torch's "backward" norm the spectrum is sqrt(pred_len) times
    larger than the values and the term outweighs trajectory matching.
