@@ -21,8 +21,9 @@ windows' (the experts' convergence: a set cannot be better than the segments it 
 
 Writes ``ablation.json`` (every number) and ``ablation.md`` (test MSE per seed, the seed mean and standard
 deviation, the per-seed difference from ``base``, whether it is below base by more than the seed spread, whether
-it is below random windows on every seed, the level gain of its models, its input-to-target jump, its learned step
-size and its median time per iteration against the base distilled in lockstep with it).
+it is below random windows on every seed, the level gain of its models, its input-to-target jump, its largest
+absolute value (standardised units: the bottleneck's spikes), its learned step size and its median time per
+iteration against the base distilled in lockstep with it).
 """
 import argparse
 import json
@@ -109,7 +110,8 @@ def term_norms(source, seed, trainer_options, draws, out):
 
 
 def run_one(source, seed, trainer_options, kept, sweep, expert_lr, cross, out):
-    """{variant: {"mse", "mse_std", "level_gain", "shifted_mse", "jump", "step_size", "seconds"}} for one seed."""
+    """{variant: {"mse", "mse_std", "level_gain", "shifted_mse", "jump", "max_abs", "step_size", "seconds"}} for one
+    seed."""
     config = trainer_config(source, seed, trainer_options)
     device = torch.device("cpu")
     dataset = data.load(config["data"], config["seq_len"], config["pred_len"], seed=seed)
@@ -145,6 +147,7 @@ def run_one(source, seed, trainer_options, kept, sweep, expert_lr, cross, out):
     for name in sets:
         result[name] = {key: metrics[name][key] for key in ("mse", "mse_std", "level_gain", "shifted_mse")}
         result[name]["jump"] = diagnostics[name]["jump"]
+        result[name]["max_abs"] = diagnostics[name]["max_abs"]
         result[name]["sgd_mse"] = sgd_metrics[name]["mse"]
         result[name]["cross"] = {backbone: table[name]["mse"] for backbone, table in cross_metrics.items()}
         if name in runs:
@@ -165,8 +168,8 @@ def markdown(results, seeds):
         lines += [f"### {name}", "",
                   "| variant | " + " | ".join(f"seed {seed}" for seed in seeds)
                   + " | mean ± std | minus base | below base beyond spread | below random every seed"
-                  " | SGD at learned step | level gain | jump | step size | time vs base |",
-                  "| --- " * (len(seeds) + 10) + "|"]
+                  " | SGD at learned step | level gain | jump | max abs | step size | time vs base |",
+                  "| --- " * (len(seeds) + 11) + "|"]
         for variant in variants:
             rows = [run[variant] for run in runs]
             mse = [row["mse"] for row in rows]
@@ -193,7 +196,8 @@ def markdown(results, seeds):
                          + f" | {mean:.4f} ± {spread:.4f} | {difference:+.4f} ± {_std(differences):.4f}"
                          f" | {beyond} | {below_random} | {sgd}"
                          f" | {statistics.fmean(row['level_gain'] for row in rows):.3f}"
-                         f" | {statistics.fmean(row['jump'] for row in rows):.3f} | {step} | {cost} |")
+                         f" | {statistics.fmean(row['jump'] for row in rows):.3f}"
+                         f" | {statistics.fmean(row['max_abs'] for row in rows):.2f} | {step} | {cost} |")
         backbones = list(runs[0]["base"].get("cross", {}))
         if backbones:
             lines += ["", "Cross-architecture: test MSE of models of other architectures trained on the same sets "

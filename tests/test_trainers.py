@@ -576,7 +576,7 @@ def _ablation_script():
 
 def test_ablation_table_compares_with_base_and_random_per_seed():
     def row(mse, seconds=None):
-        values = {"mse": mse, "mse_std": 0.0, "level_gain": 1.0, "shifted_mse": mse, "jump": 0.1}
+        values = {"mse": mse, "mse_std": 0.0, "level_gain": 1.0, "shifted_mse": mse, "jump": 0.1, "max_abs": 4.0}
         return values if seconds is None else {**values, "step_size": 0.05, "seconds": seconds}
     runs = {str(seed): {"random": row(0.9), "base": row(0.50 + seed * 0.01, 1.0),
                         "ddtime": row(0.40 + seed * 0.01, 1.02), "+spectral": row(0.51 + seed * 0.05, 1.01),
@@ -587,7 +587,7 @@ def test_ablation_table_compares_with_base_and_random_per_seed():
     # both below random on every seed; costs +2% and +1%
     assert "| -0.1000 ± 0.0000 | yes | yes |" in lines["ddtime"] and "+2.0%" in lines["ddtime"]
     assert "| no | yes |" in lines["+spectral"] and "+1.0%" in lines["+spectral"]
-    assert "0.5100 ± 0.0100" in lines["base"]
+    assert "0.5100 ± 0.0100" in lines["base"] and "| 0.100 | 4.00 | 0.05 |" in lines["base"]
 
 
 def test_ablation_expert_rates_trains_expert_zero_at_each_rate():
