@@ -60,17 +60,24 @@ def variant_terms(config, kept, sweep):
     return variants
 
 
-def expert_rates(source, seed, trainer_options, rates):
-    """Expert 0's test MSE before training and after every epoch at each SGD rate of ``rates``, and the test MSE of
-    the evaluation models trained on the random windows: {"random": mse, rate: [mse per epoch]}."""
+def seed_data(source, seed, trainer_options):
+    """The trainer config of one dataset and seed, the dataset, its training and test windows, the model shape and
+    the seed's random real windows (the initial set every variant starts from)."""
     config = trainer_config(source, seed, trainer_options)
-    device = torch.device("cpu")
-    single = ddtime.Runtime(0, 1, device)
     dataset = data.load(config["data"], config["seq_len"], config["pred_len"], seed=seed)
     train = dataset.windows("train", stride=config["stride"]).tensors()
     test = dataset.windows("test").tensors()
     shape = (config["seq_len"], config["pred_len"], dataset.channels)
     windows = ddtime.random_windows(train, config["samples"], torch.Generator().manual_seed(seed))
+    return config, dataset, train, test, shape, windows
+
+
+def expert_rates(source, seed, trainer_options, rates):
+    """Expert 0's test MSE before training and after every epoch at each SGD rate of ``rates``, and the test MSE of
+    the evaluation models trained on the random windows: {"random": mse, rate: [mse per epoch]}."""
+    config, dataset, train, test, shape, windows = seed_data(source, seed, trainer_options)
+    device = torch.device("cpu")
+    single = ddtime.Runtime(0, 1, device)
     curves = {"random": ddtime.evaluate_methods(config["backbone"], {"random": windows}, config, train, None, test,
                                                 device, shape, None, resume=False, include_full=False)["random"]["mse"]}
     expert = ddtime.build_backbone(config["backbone"], config, shape)
@@ -85,15 +92,11 @@ def expert_rates(source, seed, trainer_options, rates):
 
 def term_norms(source, seed, trainer_options, draws, out):
     """{term: mean gradient norm over ``draws`` segments}, the total's, and the share the clip keeps."""
-    config = trainer_config(source, seed, trainer_options)
+    config, dataset, train, _, shape, initial_set = seed_data(source, seed, trainer_options)
     device = torch.device("cpu")
-    dataset = data.load(config["data"], config["seq_len"], config["pred_len"], seed=seed)
-    train = dataset.windows("train", stride=config["stride"]).tensors()
-    shape = (config["seq_len"], config["pred_len"], dataset.channels)
     config["syn_lr"] = config["syn_lr"] or ddtime.segment_step_size(config, len(train[0]))
     trajectories = ddtime.expert_trajectories(config, train, ddtime.Runtime(0, 1, device), shape,
                                               out / f"{dataset.name}_seed{seed}" / "experts", resume=True)
-    initial_set = ddtime.random_windows(train, config["samples"], torch.Generator().manual_seed(seed))
     run = ddtime.TrajectoryMatching(config, ddtime.method_terms(config)["ddtime"], initial_set, device, shape)
     generator = torch.Generator().manual_seed(seed + 17)
     norms = []
@@ -112,18 +115,13 @@ def term_norms(source, seed, trainer_options, draws, out):
 def run_one(source, seed, trainer_options, kept, sweep, expert_lr, cross, out):
     """{variant: {"mse", "mse_std", "level_gain", "shifted_mse", "jump", "max_abs", "step_size", "seconds"}} for one
     seed."""
-    config = trainer_config(source, seed, trainer_options)
+    config, dataset, train, test, shape, initial_set = seed_data(source, seed, trainer_options)
     device = torch.device("cpu")
-    dataset = data.load(config["data"], config["seq_len"], config["pred_len"], seed=seed)
-    train = dataset.windows("train", stride=config["stride"]).tensors()
-    test = dataset.windows("test").tensors()
-    shape = (config["seq_len"], config["pred_len"], dataset.channels)
     expert_rate = dict(config, syn_lr=config["lr_expert"])
     config["syn_lr"] = config["syn_lr"] or ddtime.segment_step_size(config, len(train[0]))
     folder = out / f"{dataset.name}_seed{seed}"
     trajectories = ddtime.expert_trajectories(config, train, ddtime.Runtime(0, 1, device), shape,
                                               folder / "experts", resume=True)
-    initial_set = ddtime.random_windows(train, config["samples"], torch.Generator().manual_seed(seed))
     terms = variant_terms(config, kept, sweep)
     runs, seconds = ddtime.distill(config, terms, trajectories, initial_set, device, shape,
                                    folder / "distill_state.pt", resume=False)
