@@ -304,6 +304,31 @@ def test_matching_step_equals_hand_computation():
     assert run.synthetic.grad is not None and run.log_lr.grad is not None and run.log_lr.grad != 0
 
 
+@pytest.mark.parametrize("revin", [True, False])
+def test_closed_form_iteration_equals_the_autograd_path(revin):
+    """One trainer iteration (float32): the loss and the gradients of the set and the log step size agree."""
+    shape = (48, 24, 7)
+    gen = torch.Generator().manual_seed(11)
+    initial = torch.randn(3, 7, 72, generator=gen)
+    results = {}
+    for unroll in ("autograd", "closed-form"):
+        torch.manual_seed(0)  # the same initial student for both
+        config = _distill_config(syn_steps=5, revin=revin, unroll=unroll, alpha=0.8, lam=0.6)
+        run = ddtime_trainer.TrajectoryMatching(config, ddtime_trainer.method_terms(config)["ddtime"], initial,
+                                                torch.device("cpu"), shape)
+        size = sum(p.numel() for p in run.student.model.parameters())
+        gen_theta = torch.Generator().manual_seed(12)
+        theta_start = run.student.flatten() + 0.05 * torch.randn(size, generator=gen_theta)
+        theta_target = theta_start + 0.05 * torch.randn(size, generator=gen_theta)
+        loss = sum(run.loss_terms(theta_start, theta_target).values())
+        results[unroll] = (loss.detach(), *torch.autograd.grad(loss, (run.synthetic, run.log_lr)))
+    for name, got, expected in zip(("loss", "set", "log step size"), results["closed-form"], results["autograd"]):
+        assert torch.isfinite(got).all()
+        error = float((got - expected).norm() / expected.norm())
+        assert error < (1e-5 if name == "loss" else 1e-4), (name, error)
+    assert math.isfinite(float(results["closed-form"][0]))
+
+
 def test_value_terms_reach_the_set_only_through_the_student_steps():
     """With a zero step size the student's steps ignore the set, and so must the value and spectral terms (their
     inputs are held fixed); with a positive one both terms move it."""
@@ -610,3 +635,10 @@ def test_without_matplotlib_the_output_names_only_what_was_written(tmp_path, mon
     written = [line for line in out.splitlines() if line.startswith("wrote ")]
     assert "plot skipped: matplotlib is not installed" in out and len(written) == 1
     assert plot not in written[0] and "metrics.json" in written[0] and not (tmp_path / plot).exists()
+
+
+def test_closed_form_unroll_needs_dlinear(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(DISTILL_TINY + ["--backbone", "mlp", "--unroll", "closed-form"])
+    assert exit_info.value.code == 2
+    assert "--unroll closed-form needs --backbone dlinear (got mlp)" in capsys.readouterr().err

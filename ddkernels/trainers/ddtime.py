@@ -50,12 +50,14 @@ from torch.func import functional_call
 import ddkernels
 from ddkernels import data, models
 from ddkernels._console import Progress, print_table
+from ddkernels.trainers.linear_unroll import LinearUnroll
 from ddkernels.trainers._common import (FitConfig, Runtime, barrier, check_key, evaluate, fit, new_figure,
                                         nonnegative_float, nonnegative_int, positive_float, positive_int,
                                         preset_options, print_written, run_in_runtime, save_atomic, save_figure,
                                         seed_everything, shard_batches, unit_float, write_json)
 
 METHODS = ("random", "base", "ddtime", "full")
+UNROLLS = ("auto", "closed-form", "autograd")
 CHECKPOINT_EVERY = 50  # distillation iterations between checkpoints
 # The options a checkpoint depends on (its key; a resume with other values raises). Counts of epochs and
 # iterations are left out, so a resume may extend them.
@@ -143,8 +145,22 @@ def add_arguments(parser):
                         help="Adam rate of the evaluation and full-data models (0.001)")
     parser.add_argument("--full-epochs", type=positive_int, default=None, help="epochs of the full-data models (20)")
     parser.add_argument("--patience", type=positive_int, default=None, help="full-data early-stopping patience (3)")
+    parser.add_argument("--unroll", choices=UNROLLS, default="auto",
+                        help="how the student's steps are differentiated: closed-form (DLinear: the inner gradient "
+                        "written by hand, no double backward), autograd (any backbone: torch.autograd.grad with "
+                        "create_graph) or auto (default: closed-form for dlinear)")
     parser.add_argument("--resume", action="store_true",
                         help="reuse finished experts and continue distillation from the checkpoints in --out")
+
+
+def unroll_kind(config):
+    """The student unroll in force: ``closed-form`` or ``autograd`` (``auto`` picks closed-form for DLinear)."""
+    if config["unroll"] == "auto":
+        return "closed-form" if config["backbone"] == "dlinear" else "autograd"
+    if config["unroll"] == "closed-form" and config["backbone"] != "dlinear":
+        raise ValueError(f"--unroll closed-form needs --backbone dlinear (got {config['backbone']}); "
+                         "use --unroll autograd or auto")
+    return config["unroll"]
 
 
 def backbone_list(text):
@@ -168,7 +184,8 @@ def resolve_config(args):
                          "a trajectory holds the parameters before training and after every epoch")
     if config["samples"] < 2:
         raise ValueError(f"--samples must be at least 2 (the bottleneck compares pairs), got {config['samples']}")
-    config.update(data=args.data, preset=args.preset, device=args.device, seed=args.seed)
+    config.update(data=args.data, preset=args.preset, device=args.device, seed=args.seed, unroll=args.unroll)
+    unroll_kind(config)
     return config
 
 
@@ -306,6 +323,8 @@ class TrajectoryMatching:
         self.config = config
         # eval mode: dropout would make the unrolled steps and the teacher's targets random
         self.student = FlatParameters(build_backbone(config["backbone"], config, shape).to(device).eval())
+        self.closed_form = unroll_kind(config) == "closed-form"
+        self.linear = LinearUnroll(self.student.model) if self.closed_form else None
         self.synthetic = initial_set.clone().to(device).requires_grad_(True)
         self.log_lr = torch.tensor(math.log(config["syn_lr"]), device=device, requires_grad=True)
         # FTD evaluates an exponential moving average of the set rather than its last iterate
@@ -318,11 +337,14 @@ class TrajectoryMatching:
         "bottleneck"}, differentiable in the set and the step size."""
         config, student = self.config, self.student
         x, y = split_set(self.synthetic, config["seq_len"])
-        theta = theta_start.clone().requires_grad_(True)
         step_size = self.log_lr.exp()
-        for _ in range(config["syn_steps"]):
-            inner = F.mse_loss(student(theta, x), y)
-            theta = theta - step_size * torch.autograd.grad(inner, theta, create_graph=True)[0]
+        if self.closed_form:
+            theta = self.linear.unroll(theta_start, x, y, step_size, config["syn_steps"])
+        else:
+            theta = theta_start.clone().requires_grad_(True)
+            for _ in range(config["syn_steps"]):
+                inner = F.mse_loss(student(theta, x), y)
+                theta = theta - step_size * torch.autograd.grad(inner, theta, create_graph=True)[0]
         distance = (theta_start - theta_target).square().sum().clamp_min(torch.finfo(theta.dtype).tiny)
         terms = {"parameters": (theta - theta_target).square().sum() / distance}
         # The forecasts are compared on the set's inputs held fixed, so these terms reach the set only through the
@@ -330,9 +352,14 @@ class TrajectoryMatching:
         # but the teacher's forecast moves with them: the term cannot fall that way, and on a stationary series
         # the spectral L1's constant-size gradient drifted the set until Adam overfitted it (README, DDTime).
         inputs = x.detach()
-        prediction = student(theta, inputs)
-        with torch.no_grad():
-            teacher_prediction = student(theta_target, inputs)
+        if self.closed_form:
+            features = self.linear.features(inputs)
+            prediction = self.linear.forecast(theta, features)
+            teacher_prediction = self.linear.forecast(theta_target, features)
+        else:
+            prediction = student(theta, inputs)
+            with torch.no_grad():
+                teacher_prediction = student(theta_target, inputs)
         terms["values"] = (1 - self.alpha) * F.mse_loss(prediction, teacher_prediction)
         if self.alpha:
             terms["spectral"] = self.alpha * ddkernels.spectral_l1_loss(prediction, teacher_prediction, dim=1,

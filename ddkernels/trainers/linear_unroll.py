@@ -1,0 +1,121 @@
+"""The student's unrolled SGD steps for DLinear, with the inner gradient written by hand.
+
+DLinear (with or without RevIN) forecasts, per sample s and channel c, from the decomposition [seasonal | trend]
+of the normalised input, a fixed feature row z_sc [2 L] (decomposition is linear, and RevIN's affine map
+commutes with it: dec(z w + b) = (dec_s(z) w, dec_t(z) w + b)):
+    pre_sc = w_c (W z_sc) + b_c rowsum(W_t) + b_s + b_t,   forecast_sc = std_sc (pre_sc - b_c) / (w_c + eps^2) + mean_sc
+with W = [W_s | W_t] [P, 2L] and (w, b) RevIN's affine weights (w = 1, b = 0, eps = 0 and std = 1, mean = 0 without
+RevIN). The inner MSE's gradient is then two matmuls and a few reductions in closed form (``_step``), so an SGD step
+needs no double backward: the outer loss differentiates through these plain ops, in the set and the step size.
+The features z, mean and std depend only on the set, so they are computed once per iteration, not once a step.
+Leading dimensions of x and theta (several sets at once) broadcast through every op.
+"""
+import torch
+
+from ddkernels.models import DLinear
+
+
+class LinearUnroll:
+    """Unrolls SGD on MSE(DLinear(theta, x), y) for models shaped like ``model`` (a DLinear); theta is the flat
+    parameter vector in ``model.parameters()`` order."""
+
+    def __init__(self, model):
+        if not isinstance(model, DLinear):
+            raise TypeError(f"LinearUnroll needs a DLinear model, got {type(model).__name__}")
+        self.decomposition = model.decomposition
+        self.revin = model.revin is not None
+        self.eps = model.revin.eps if self.revin else 0.0
+        self.seq_len, self.pred_len, self.channels = model.seq_len, model.pred_len, model.channels
+        self.sizes = [p.numel() for p in model.parameters()]
+
+    def unpack(self, theta):
+        """(w, b [..., C, 1]: RevIN's affine weights, 1 and 0 without RevIN; W = [W_s | W_t] [..., P, 2L];
+        b_s, b_t [..., P]) of a flat theta [..., n]."""
+        pieces = list(torch.split(theta, self.sizes, dim=-1))
+        lead = theta.shape[:-1]
+        if self.revin:
+            w, b = (piece.unsqueeze(-1) for piece in pieces[:2])
+            pieces = pieces[2:]
+        else:
+            w, b = theta.new_ones(*lead, self.channels, 1), theta.new_zeros(*lead, self.channels, 1)
+        seasonal_w, seasonal_b, trend_w, trend_b = pieces
+        shape = (*lead, self.pred_len, self.seq_len)
+        return w, b, torch.cat([seasonal_w.reshape(shape), trend_w.reshape(shape)], dim=-1), seasonal_b, trend_b
+
+    def pack(self, params):
+        """The flat theta [..., n] of ``unpack``'s pieces."""
+        w, b, weight, seasonal_b, trend_b = params
+        pieces = [weight[..., :self.seq_len].flatten(-2), seasonal_b, weight[..., self.seq_len:].flatten(-2), trend_b]
+        if self.revin:
+            pieces = [w.squeeze(-1), b.squeeze(-1)] + pieces
+        return torch.cat(pieces, dim=-1)
+
+    def features(self, x):
+        """(z [..., S, C, 2L], mean and std [..., S, C, 1]; 0 and 1 without RevIN) of inputs x [..., S, L, C]."""
+        lead = x.shape[:-2]
+        flat = x.reshape(-1, self.seq_len, self.channels)
+        if self.revin:
+            mean = flat.mean(dim=1, keepdim=True)
+            std = torch.sqrt(flat.var(dim=1, keepdim=True, unbiased=False) + self.eps)
+            flat = (flat - mean) / std
+            mean, std = (s.transpose(1, 2).reshape(*lead, self.channels, 1) for s in (mean, std))
+        else:
+            mean, std = flat.new_zeros(()), flat.new_ones(())
+        seasonal, trend = self.decomposition(flat)
+        z = torch.cat([seasonal, trend], dim=1).transpose(1, 2).reshape(*lead, self.channels, 2 * self.seq_len)
+        return z, mean, std
+
+    def _shifted(self, params, z):
+        """(W z [..., S, C, P], w W z + b (rowsum(W_t) - 1) + b_s + b_t: the normalised forecast times
+        w + eps^2)."""
+        w, b, weight, seasonal_b, trend_b = params
+        trend_sum = weight[..., self.seq_len:].sum(-1).unsqueeze(-2)
+        shift = b * (trend_sum - 1) + (seasonal_b + trend_b).unsqueeze(-2)
+        linear = z @ weight.unsqueeze(-3).transpose(-1, -2)
+        return linear, torch.addcmul(shift.unsqueeze(-3), w.unsqueeze(-3), linear)
+
+    def forecast(self, theta, features):
+        """DLinear(theta, x) [..., S, P, C] from ``features(x)``."""
+        params = self.unpack(theta)
+        z, mean, std = features
+        _, shifted = self._shifted(params, z)
+        scale = std / (params[0] + self.eps * self.eps).unsqueeze(-3)
+        return torch.addcmul(mean, scale, shifted).transpose(-1, -2)
+
+    def _step(self, params, features, offset, step_size):
+        """``params`` after one SGD step on the MSE; ``offset`` is mean - y [..., S, C, P]."""
+        w, b, weight, seasonal_b, trend_b = params
+        z, _, std = features
+        denominator = (w + self.eps * self.eps).unsqueeze(-3)
+        scale = std / denominator
+        linear, shifted = self._shifted(params, z)
+        # forecast - y = scale * shifted + offset; grad_shifted = d MSE / d shifted
+        grad_shifted = torch.addcmul(offset, scale, shifted) * ((2.0 / (offset.shape[-3] * offset.shape[-2] * offset.shape[-1])) * scale)
+        per_channel = grad_shifted.sum(-3)
+        grad_bias = per_channel.sum(-2)
+        grad_weight = (grad_shifted * w.unsqueeze(-3)).flatten(-3, -2).transpose(-1, -2) @ z.flatten(-3, -2)
+        grad_weight = torch.cat([grad_weight[..., :self.seq_len],
+                                 grad_weight[..., self.seq_len:] + (per_channel * b).sum(-2).unsqueeze(-1)], dim=-1)
+        matrix_step = step_size.unsqueeze(-1)  # [..., 1, 1], against W and the [..., C, 1] weights
+        updated = (weight - matrix_step * grad_weight, seasonal_b - step_size * grad_bias,
+                   trend_b - step_size * grad_bias)
+        if not self.revin:
+            return (w, b, *updated)
+        # w enters through w W z and through the division by w + eps^2; b through b (rowsum(W_t) - 1)
+        grad_w = (grad_shifted * torch.addcmul(linear, shifted, -1.0 / denominator)).sum((-3, -1)).unsqueeze(-1)
+        trend_sum = weight[..., self.seq_len:].sum(-1).unsqueeze(-2)
+        grad_b = (per_channel * (trend_sum - 1)).sum(-1).unsqueeze(-1)
+        return (w - matrix_step * grad_w, b - matrix_step * grad_b, *updated)
+
+    def unroll(self, theta, x, y, step_size, steps):
+        """theta after ``steps`` SGD steps of size ``step_size`` on MSE(DLinear(theta, x), y), differentiable in
+        theta, x, y and the step size; x [..., S, L, C], y [..., S, P, C], theta [..., n], step_size a tensor
+        broadcasting against theta[..., :1]."""
+        features = self.features(x)
+        offset = features[1] - y.transpose(-1, -2)
+        params = self.unpack(theta)
+        step_size = torch.as_tensor(step_size, dtype=theta.dtype, device=theta.device)
+        step_size = step_size.reshape(1) if step_size.dim() == 0 else step_size
+        for _ in range(steps):
+            params = self._step(params, features, offset, step_size)
+        return self.pack(params)
