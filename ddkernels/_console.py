@@ -1,13 +1,20 @@
-"""Console output: a progress line on stderr for long loops (redrawn in place on a terminal; elsewhere silent,
-or one plain line every ``log_every`` seconds) and plain-text tables."""
+"""Console output: a progress line on stderr for long loops (redrawn in place on a terminal; elsewhere, in a log
+or a pipe, one plain line every ``log_every`` seconds, LOG_EVERY by default) and plain-text tables.
+
+tqdm is not used: off a terminal it still redraws its bar with carriage returns, which a log file shows as one
+ever-growing line; a log here gets one plain, complete line every LOG_EVERY seconds.
+"""
 import sys
 import time
 
+LOG_EVERY = 10.0  # seconds between plain progress lines off a terminal
+
 
 class Progress:
-    """Wraps an iterable; ``set(**values)`` adds values (e.g. the current loss) to the line."""
+    """Wraps an iterable (or, with ``iterable=None``, counts ``update()`` calls up to ``total``);
+    ``set(**values)`` adds values (e.g. the current loss) to the line, ``close()`` draws the final one."""
 
-    def __init__(self, iterable, description, total=None, enabled=True, log_every=None):
+    def __init__(self, iterable, description, total=None, enabled=True, log_every=LOG_EVERY):
         self.iterable = iterable
         self.description = description
         self.total = len(iterable) if total is None and hasattr(iterable, "__len__") else total
@@ -20,6 +27,7 @@ class Progress:
         self.count = 0
         self.start = time.perf_counter()
         self.last_draw = 0.0
+        self.closed = False
 
     def set(self, **values):
         self.values.update(values)
@@ -40,16 +48,23 @@ class Progress:
             self.stream.write("\n")
         self.stream.flush()
 
+    def update(self, count=1):
+        self.count += count
+        if self.enabled:
+            self._draw()
+
+    def close(self):
+        if self.enabled and not self.closed:
+            self._draw(final=True)
+        self.closed = True
+
     def __iter__(self):
         try:
             for item in self.iterable:
                 yield item
-                self.count += 1
-                if self.enabled:
-                    self._draw()
+                self.update()
         finally:
-            if self.enabled:
-                self._draw(final=True)
+            self.close()
 
 
 def print_table(header, rows):

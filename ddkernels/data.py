@@ -160,31 +160,59 @@ def _parse_cell(path, column, row, text):
 
 
 def read_csv(path, seq_len, pred_len):
-    """Read a forecasting CSV. Error messages number the rows from 1 after the header; blank lines are skipped."""
+    """Read a forecasting CSV. Error messages number the rows from 1 after the header; blank lines are skipped.
+
+    numpy's C reader parses the file when every row has the header's number of fields (no quoted commas) and
+    every value is a finite number; otherwise the rows are parsed one by one, which names the first bad cell."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such data file: {path}")
     with open(path, newline="") as handle:
-        reader = csv.reader(handle)
-        header = [name.strip() for name in next(reader, [])]
-        if "date" not in header:
-            raise ValueError(f"{path}: no 'date' column (Time-Series-Library CSVs start with one); header: {header}")
-        series = [name for name in header if name != "date" and name != TARGET]
-        if TARGET in header:
-            series.append(TARGET)
-        if not series:
-            raise ValueError(f"{path}: no series columns besides 'date'")
-        positions = [header.index(name) for name in series]
-        values = []
-        for row, fields in enumerate(reader, start=1):
-            if not fields:
-                continue
-            if len(fields) != len(header):
-                raise ValueError(f"{path}: row {row} has {len(fields)} fields, the header has {len(header)}")
-            values.append([_parse_cell(path, name, row, fields[i]) for name, i in zip(series, positions)])
-    values = np.array(values, dtype=np.float64).reshape(len(values), len(series))
+        text = handle.read()
+    if not text.strip():
+        raise ValueError(f"{path}: the file is empty (a forecasting CSV has a header row with a 'date' column, "
+                         "then one row per time step)")
+    header_line, _, body = text.partition("\n")
+    header = [name.strip() for name in next(csv.reader([header_line]))]
+    if "date" not in header:
+        raise ValueError(f"{path}: no 'date' column (Time-Series-Library CSVs start with one); header: {header}")
+    series = [name for name in header if name != "date" and name != TARGET]
+    if TARGET in header:
+        series.append(TARGET)
+    if not series:
+        raise ValueError(f"{path}: no series columns besides 'date'")
+    positions = [header.index(name) for name in series]
+    values = _fast_values(body, len(header), positions)
+    if values is None:
+        values = _parse_rows(path, body, header, series, positions)
     name = os.path.splitext(os.path.basename(path))[0]
     return _build(name, series, values, convention_of(name), seq_len, pred_len)
+
+
+def _fast_values(body, fields, positions):
+    """The columns ``positions`` of the CSV body as float64 [rows, len(positions)] by numpy's reader, or None when
+    a row is not plain (another field count, a quoted comma, a blank-only line) or a value is not a finite
+    number."""
+    lines = [line for line in body.splitlines() if line]
+    if any(line.count(",") != fields - 1 for line in lines):
+        return None
+    try:
+        values = np.loadtxt(lines, delimiter=",", usecols=positions, dtype=np.float64, ndmin=2, comments=None)
+    except ValueError:
+        return None
+    return values if np.isfinite(values).all() else None
+
+
+def _parse_rows(path, body, header, series, positions):
+    """The series columns row by row with the csv module; raises naming the first bad row or cell."""
+    values = []
+    for row, fields in enumerate(csv.reader(body.splitlines()), start=1):
+        if not fields:
+            continue
+        if len(fields) != len(header):
+            raise ValueError(f"{path}: row {row} has {len(fields)} fields, the header has {len(header)}")
+        values.append([_parse_cell(path, name, row, fields[i]) for name, i in zip(series, positions)])
+    return np.array(values, dtype=np.float64).reshape(len(values), len(series))
 
 
 def _check_series_arguments(rows, channels, seed):
@@ -250,18 +278,41 @@ def synthetic_walk(seq_len, pred_len, rows=4000, channels=7, seed=0):
     return _build("synthetic_walk", columns, values, "ratio", seq_len, pred_len)
 
 
-SYNTHETIC_SERIES = {"synthetic:walk": synthetic_walk}
+SYNTHETIC_SERIES = {"synthetic:default": synthetic, "synthetic:walk": synthetic_walk}
+
+
+def parse_synthetic(source):
+    """(generator, {"channels", "rows"} given) of a synthetic source name: ``synthetic:default`` or
+    ``synthetic:walk``, optionally followed by ``,channels=C`` and/or ``,rows=R`` (e.g.
+    ``synthetic:default,channels=321,rows=26304``, the shape of Electricity)."""
+    name, *options = source.split(",")
+    if name not in SYNTHETIC_SERIES:
+        raise ValueError(f"--data: unknown synthetic series {name!r}; choices: {', '.join(SYNTHETIC_SERIES)}, "
+                         "optionally with ,channels=C and ,rows=R")
+    sizes = {}
+    for option in options:
+        key, _, value = option.partition("=")
+        if key not in ("channels", "rows") or key in sizes:
+            raise ValueError(f"--data {source!r}: {option!r} is not channels=C or rows=R (each at most once)")
+        try:
+            sizes[key] = int(value)
+        except ValueError:
+            raise ValueError(f"--data {source!r}: {key} must be a positive integer, got {value!r}") from None
+        if sizes[key] < 1 or (key == "channels" and sizes[key] < 2):
+            raise ValueError(f"--data {source!r}: {key} must be at least {2 if key == 'channels' else 1}, "
+                             f"got {sizes[key]}")
+    return SYNTHETIC_SERIES[name], sizes
 
 
 def load(source, seq_len, pred_len, seed=0):
     """The default synthetic series for that seed when ``source`` is None, a named synthetic series
-    ("synthetic:walk") for that seed, else the CSV at that path."""
+    (``parse_synthetic``: "synthetic:walk", "synthetic:default,channels=321,rows=26304") for that seed, else the
+    CSV at that path."""
     if source is None:
         return synthetic(seq_len, pred_len, seed=seed)
     if isinstance(source, str) and source.startswith("synthetic:"):
-        if source not in SYNTHETIC_SERIES:
-            raise ValueError(f"--data: unknown synthetic series {source!r}; choices: {', '.join(SYNTHETIC_SERIES)}")
-        return SYNTHETIC_SERIES[source](seq_len, pred_len, seed=seed)
+        generator, sizes = parse_synthetic(source)
+        return generator(seq_len, pred_len, seed=seed, **sizes)
     return read_csv(source, seq_len, pred_len)
 
 

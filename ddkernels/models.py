@@ -87,6 +87,12 @@ class Forecaster(nn.Module, metaclass=abc.ABCMeta):
     def forward(self, x):
         return self.forward_features(x)[0]
 
+    @property
+    def level_equivariant(self):
+        """True when adding a constant to every input value adds the same constant to the forecast, exactly up
+        to rounding (the input normalisation subtracts the window's mean and the output adds it back)."""
+        return False
+
     @abc.abstractmethod
     def forward_features(self, x):
         """(forecast [B, pred_len, C], features [B, C, feature_dim])."""
@@ -118,6 +124,10 @@ class DLinear(Forecaster):
             self.seasonal.weight.fill_(1.0 / self.seq_len)
             self.trend.weight.fill_(1.0 / self.seq_len)
         self.feature_dim = 2 * self.seq_len
+
+    @property
+    def level_equivariant(self):
+        return self.revin is not None
 
     def forward_features(self, x):
         self.check_input(x)
@@ -175,6 +185,10 @@ class MLPStudent(Forecaster):
         self.seasonal_head = nn.Linear(d_model, self.pred_len)
         self.trend_head = nn.Linear(d_model, self.pred_len)
         self.feature_dim = d_model
+
+    @property
+    def level_equivariant(self):
+        return self.input_norm is not None
 
     def _hidden(self, d_model, hidden_norm, dropout):
         norm = nn.BatchNorm1d(self.channels) if hidden_norm == "batch" else nn.LayerNorm(d_model)
@@ -260,6 +274,10 @@ class PatchTST(Forecaster):
         self.feature_dim = self.n_patches * d_model
         self.head = nn.Linear(self.feature_dim, self.pred_len)
 
+    @property
+    def level_equivariant(self):
+        return self.revin is not None
+
     def forward_features(self, x):
         self.check_input(x)
         if self.revin is not None:
@@ -297,6 +315,10 @@ class ITransformer(Forecaster):
         self.norm = nn.LayerNorm(d_model)
         self.feature_dim = d_model
         self.head = nn.Linear(d_model, self.pred_len)
+
+    @property
+    def level_equivariant(self):
+        return True
 
     def forward_features(self, x):
         self.check_input(x)
@@ -342,6 +364,10 @@ class TCN(Forecaster):
                                                     dropout) for level in range(levels)))
         self.feature_dim = hidden * self.seq_len
         self.head = nn.Linear(self.feature_dim, self.pred_len)
+
+    @property
+    def level_equivariant(self):
+        return self.revin is not None
 
     def forward_features(self, x):
         self.check_input(x)

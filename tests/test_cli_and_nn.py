@@ -58,10 +58,18 @@ def test_modules_match_functions():
     assert torch.equal(ddkernels.nn.PairwiseSKLDiversity(tau=2.0)(x), ddkernels.pairwise_skl_diversity(x, tau=2.0))
 
 
-def test_progress_is_silent_off_a_terminal_unless_asked(capsys):
+def test_progress_off_a_terminal_writes_plain_lines(capsys):
     from ddkernels._console import Progress
-    assert list(Progress(range(3), "quiet")) == [0, 1, 2]
+    assert list(Progress(range(3), "quiet", enabled=False)) == [0, 1, 2]
     assert capsys.readouterr().err == ""
+    assert list(Progress(range(3), "fast")) == [0, 1, 2]  # under LOG_EVERY seconds: the final line only
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" ")[:2] for line in lines] == [["fast:", "1/3"], ["fast:", "3/3"]]
+    counted = Progress(None, "counted", total=4, log_every=0.0)
+    counted.update(3)
+    counted.close()
+    counted.close()
+    assert [line.split(" ")[1] for line in capsys.readouterr().err.splitlines()] == ["3/4", "3/4"]
     progress = Progress(range(3), "logged", log_every=0.0)
     for _ in progress:
         progress.set(loss=0.5)

@@ -3,6 +3,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -531,12 +532,18 @@ def test_bad_options_name_the_option(tmp_path, capsys, argv, message):
     _assert_one_line_error(capsys, lambda: cli.main(argv + ["--out", str(tmp_path), "--device", "cpu"]), message)
 
 
+PROGRESS_LINE = re.compile(r"^[^:]+: \d+(/\d+)? \d+s( eta \d+s)?( \S+=\S+)*$")
+
+
 def _assert_one_line_error(capsys, call, message):
-    """The console command exits with status 2 and one line naming the problem, as argparse does."""
+    """The console command exits with status 2 and one line naming the problem, as argparse does (after the
+    progress lines of any work done before the problem was found)."""
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         call()
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    *before, error = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and message in error
+    assert all(PROGRESS_LINE.match(line) for line in before), before
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -144,10 +144,11 @@ nonnegative_float.__name__ = "finite non-negative number"
 nonnegative_int.__name__ = "non-negative integer"
 
 
-def shard_batches(inputs, targets, batch_size, runtime, generator):
-    """This process's share of one shuffled epoch, as (x, y) batches on the runtime's device."""
-    order = torch.randperm(len(inputs), generator=generator)
-    share = len(inputs) // runtime.world_size
+def shard_batches(inputs, targets, batch_size, runtime, generator, windows=None):
+    """This process's share of one shuffled epoch, as (x, y) batches on the runtime's device; with ``windows``, the
+    epoch is the first ``windows`` of the shuffle (a random subset of that size)."""
+    order = torch.randperm(len(inputs), generator=generator)[:windows]
+    share = len(order) // runtime.world_size
     if share == 0:
         raise ValueError(f"{len(inputs)} training windows cannot be shared out among {runtime.world_size} processes; "
                          "use a smaller --stride or fewer processes")
@@ -157,9 +158,16 @@ def shard_batches(inputs, targets, batch_size, runtime, generator):
         yield inputs[index].to(runtime.device), targets[index].to(runtime.device)
 
 
-@torch.no_grad()
-def evaluate(model, inputs, targets, runtime, batch_size=256):
-    """{"mse", "mae"} of model(x) against y over all windows, each process taking a contiguous part."""
+# windows x channels per evaluation batch: many windows for few channels, few for many
+EVAL_SERIES_PER_BATCH = 16384
+
+
+@torch.inference_mode()
+def evaluate(model, inputs, targets, runtime, batch_size=None):
+    """{"mse", "mae"} of model(x) against y over all windows, each process taking a contiguous part; batches of
+    ``batch_size`` windows (default: EVAL_SERIES_PER_BATCH windows x channels)."""
+    if batch_size is None:
+        batch_size = max(1, EVAL_SERIES_PER_BATCH // inputs.shape[-1])
     was_training = model.training
     model.eval()
     share = -(-len(inputs) // runtime.world_size)
@@ -179,12 +187,14 @@ def evaluate(model, inputs, targets, runtime, batch_size=256):
 @dataclass(frozen=True)
 class FitConfig:
     """``lr_decay`` multiplies the learning rate once per epoch from the third epoch on (0.5 is
-    Time-Series-Library's "type1" schedule as its training loop applies it: lr, lr, lr/2, lr/4, ...)."""
+    Time-Series-Library's "type1" schedule as its training loop applies it: lr, lr, lr/2, lr/4, ...).
+    ``windows_per_epoch`` (None: all) makes each epoch a random subset of that many training windows."""
     epochs: int
     batch_size: int
     lr: float
     patience: int
     lr_decay: float = 1.0
+    windows_per_epoch: int = None
 
 
 def save_atomic(obj, path):
@@ -221,8 +231,11 @@ def fit(model, loss_fn, train, val, config, runtime, checkpoint, description, se
     if runtime.distributed:
         module = torch.nn.parallel.DistributedDataParallel(model)
     generator = torch.Generator().manual_seed(seed)
-    epochs = Progress(range(state["epoch"], config.epochs), description, enabled=runtime.is_main)
-    for epoch in epochs:
+    windows = len(train[0]) if config.windows_per_epoch is None else min(len(train[0]), config.windows_per_epoch)
+    steps_per_epoch = -(-(windows // runtime.world_size) // config.batch_size)
+    progress = Progress(None, description, total=config.epochs * steps_per_epoch, enabled=runtime.is_main)
+    progress.update(state["epoch"] * steps_per_epoch)
+    for epoch in range(state["epoch"], config.epochs):
         if state["bad_epochs"] >= config.patience:
             break
         generator.manual_seed(seed * 1000 + epoch)
@@ -230,15 +243,17 @@ def fit(model, loss_fn, train, val, config, runtime, checkpoint, description, se
             group["lr"] = config.lr * config.lr_decay ** max(0, epoch - 1)
         model.train()
         losses = []
-        for x, y in shard_batches(*train, config.batch_size, runtime, generator):
+        for x, y in shard_batches(*train, config.batch_size, runtime, generator, config.windows_per_epoch):
             loss = loss_fn(module, x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(loss.item())
+            losses.append(loss.detach())
+            progress.update()
         val_mse = evaluate(model, *val, runtime)["mse"]
-        state["history"].append({"epoch": epoch + 1, "train_loss": statistics.fmean(losses), "val_mse": val_mse})
-        epochs.set(loss=state["history"][-1]["train_loss"], val_mse=val_mse)
+        state["history"].append({"epoch": epoch + 1, "train_loss": float(torch.stack(losses).mean()),
+                                 "val_mse": val_mse})
+        progress.set(epoch=epoch + 1, loss=state["history"][-1]["train_loss"], val_mse=val_mse)
         if val_mse < state["best_val"]:
             state.update(best_val=val_mse, best_model=copy.deepcopy(model.state_dict()), bad_epochs=0)
         else:
@@ -247,6 +262,7 @@ def fit(model, loss_fn, train, val, config, runtime, checkpoint, description, se
         if runtime.is_main:
             save_atomic({"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(), **state},
                         checkpoint)
+    progress.close()
     if state["best_model"] is not None:
         model.load_state_dict(state["best_model"])
     barrier(runtime)

@@ -65,7 +65,8 @@ EXPERT_OPTIONS = ("data", "seed", "seq_len", "pred_len", "stride", "backbone", "
                   "lr_expert", "batch_size", "expert_epochs")
 DISTILL_OPTIONS = EXPERT_OPTIONS + ("experts", "samples", "syn_steps", "expert_step", "max_start_epoch", "syn_lr",
                                     "lr_syn", "lr_lr", "clip", "label_rate", "ema_decay")
-FULL_OPTIONS = ("data", "seed", "seq_len", "pred_len", "stride", "revin", "batch_size", "eval_lr", "patience")
+FULL_OPTIONS = ("data", "seed", "seq_len", "pred_len", "stride", "revin", "batch_size", "eval_lr", "patience",
+                "full_series")
 BASES = ("mtt", "datm", "ftd")
 # DDTime's terms: zero alpha and lambda make plain trajectory matching (``base``)
 TERM_OPTIONS = ("alpha", "lam", "spectral_norm", "tau")
@@ -74,9 +75,9 @@ LEVEL_SHIFT = 1.0
 
 PRESETS = {
     "quick": {"experts": 4, "expert_epochs": 8, "iterations": 200, "syn_steps": 40, "expert_step": 2,
-              "max_start_epoch": 4, "eval_models": 3, "eval_steps": 300, "stride": 2},
+              "max_start_epoch": 4, "eval_models": 3, "eval_steps": 300, "stride": 2, "full_series": 2 ** 17},
     "long": {"experts": 10, "expert_epochs": 15, "iterations": 1000, "syn_steps": 40, "expert_step": 2,
-             "max_start_epoch": 10, "eval_models": 5, "eval_steps": 1000, "stride": 1},
+             "max_start_epoch": 10, "eval_models": 5, "eval_steps": 1000, "stride": 1, "full_series": None},
 }
 
 DEFAULTS = {"seq_len": 96, "pred_len": 96, "samples": 5, "backbone": "dlinear", "eval_backbone": ("mlp",),
@@ -145,6 +146,10 @@ def add_arguments(parser):
                         help="Adam rate of the evaluation and full-data models (0.001)")
     parser.add_argument("--full-epochs", type=positive_int, default=None, help="epochs of the full-data models (20)")
     parser.add_argument("--patience", type=positive_int, default=None, help="full-data early-stopping patience (3)")
+    parser.add_argument("--full-series", type=positive_int, default=None,
+                        help="budget of the full-data models: an epoch is at most this many windows x channels, drawn "
+                        "at random from all the training windows, and early stopping watches as many evenly spaced "
+                        "validation windows (quick: 131072, every window of ETTh1 at stride 2; long: all)")
     parser.add_argument("--unroll", choices=UNROLLS, default="auto",
                         help="how the student's steps are differentiated: closed-form (DLinear: the inner gradient "
                         "written by hand, no double backward), autograd (any backbone: torch.autograd.grad with "
@@ -222,8 +227,9 @@ def segment_step_size(config, train_windows):
     return config["lr_expert"] * batches_per_epoch * config["expert_step"] / config["syn_steps"]
 
 
-def train_expert(index, config, train, runtime, shape):
-    """One expert: SGD on the real training windows; its flat parameters after every epoch, [epochs + 1, P]."""
+def train_expert(index, config, train, runtime, shape, progress=None):
+    """One expert: SGD on the real training windows; its flat parameters after every epoch, [epochs + 1, P].
+    ``progress`` (a Progress) advances once a step."""
     seed_everything(config["seed"] * 1000 + index)
     model = build_backbone(config["backbone"], config, shape).to(runtime.device)
     flat = FlatParameters(model)
@@ -239,6 +245,8 @@ def train_expert(index, config, train, runtime, shape):
             if config["base"] == "ftd":
                 sharpness_aware_gradient(model, parameters, x, y, config["sam_rho"])
             optimizer.step()
+            if progress is not None:
+                progress.update()
         trajectory.append(flat.flatten().cpu())
         if not torch.isfinite(trajectory[-1]).all():
             raise ValueError(f"expert {index} diverged in epoch {len(trajectory) - 1} (non-finite parameters) at "
@@ -267,11 +275,14 @@ def expert_trajectories(config, train, runtime, shape, folder, resume):
     folder.mkdir(parents=True, exist_ok=True)
     key = config_key(config, EXPERT_OPTIONS)
     mine = [i for i in range(config["experts"]) if i % runtime.world_size == runtime.rank]
-    for i in Progress(mine, "experts", enabled=runtime.is_main):
-        path = folder / f"expert_{i:03d}.pt"
-        if resume and _saved_key(path) == key:
-            continue
-        save_atomic({"key": key, "trajectory": train_expert(i, config, train, runtime, shape)}, path)
+    todo = [i for i in mine if not (resume and _saved_key(folder / f"expert_{i:03d}.pt") == key)]
+    steps = config["expert_epochs"] * math.ceil(len(train[0]) / config["batch_size"])
+    progress = Progress(None, f"experts ({len(todo)} x {config['expert_epochs']} epochs)", total=len(todo) * steps,
+                        enabled=runtime.is_main)
+    for i in todo:
+        save_atomic({"key": key, "trajectory": train_expert(i, config, train, runtime, shape, progress)},
+                    folder / f"expert_{i:03d}.pt")
+    progress.close()
     barrier(runtime)
     if not runtime.is_main:
         return None
@@ -472,7 +483,7 @@ def distill(config, terms, trajectories, initial_set, device, shape, checkpoint,
 
 def train_on_set(backbone, synthetic, config, device, shape, seed, sgd_step_size=None):
     """A fresh model trained on a synthetic set alone, full batch, --eval-steps steps: Adam at --eval-lr (the
-    headline protocol: how a user trains a new model on the set), or, given ``sgd_step_size``, SGD at that rate
+    headline protocol: how a user trains a new model on a set), or, given ``sgd_step_size``, SGD at that rate
     (MTT's protocol, at the distillation's learned step size)."""
     seed_everything(seed)
     model = build_backbone(backbone, config, shape).to(device)
@@ -509,11 +520,17 @@ def input_target_jump(inputs, targets):
 
 
 def model_metrics(model, test, shape, device):
-    """Test MSE/MAE, the MSE on the test windows with their level shifted by LEVEL_SHIFT, and the level gain."""
+    """Test MSE/MAE, the MSE on the test windows with their level shifted by LEVEL_SHIFT, and the level gain. One
+    test pass for a level-equivariant model (its input normalisation subtracts the window mean, as RevIN does):
+    the shifted windows' errors are then the unshifted ones exactly up to rounding, so their MSE is the test MSE;
+    other models get a second pass over the shifted windows."""
     single = Runtime(0, 1, device)
-    shifted = evaluate(model, test[0] + LEVEL_SHIFT, test[1] + LEVEL_SHIFT, single)
-    return {**evaluate(model, *test, single), "shifted_mse": shifted["mse"],
-            "level_gain": level_gain(model, shape, device)}
+    metrics = evaluate(model, *test, single)
+    if model.level_equivariant:
+        shifted = metrics["mse"]
+    else:
+        shifted = evaluate(model, test[0] + LEVEL_SHIFT, test[1] + LEVEL_SHIFT, single)["mse"]
+    return {**metrics, "shifted_mse": shifted, "level_gain": level_gain(model, shape, device)}
 
 
 def summarize(results):
@@ -529,12 +546,13 @@ def summarize(results):
 def evaluate_methods(backbone, sets, config, train, val, test, device, shape, out, resume, step_sizes=None,
                      include_full=True):
     """Test metrics of --eval-models models trained on each set of ``sets`` ({method: set}) and, with
-    ``include_full``, on the full training split (``full``, Adam with early stopping on ``val``). Without
-    ``step_sizes`` the models train on the sets with Adam (the headline); with {method: step size} with SGD at
-    those rates (MTT's protocol)."""
+    ``include_full``, on the full training split (``full``, Adam with early stopping on ``val``, at most
+    --full-series windows x channels an epoch). Without ``step_sizes`` the models train on the sets with Adam (the
+    headline); with {method: step size} with SGD at those rates (MTT's protocol)."""
     single = Runtime(0, 1, device)
     methods = [*sets, "full"] if include_full else list(sets)
     protocol = "Adam" if step_sizes is None else "SGD"
+    per_epoch = full_windows_per_epoch(config, train[0].shape[-1])
     results = {}
     for method in methods:
         runs = []
@@ -544,9 +562,9 @@ def evaluate_methods(backbone, sets, config, train, val, test, device, shape, ou
                 seed_everything(seed)
                 model = build_backbone(backbone, config, shape).to(device)
                 fit_config = FitConfig(epochs=config["full_epochs"], batch_size=config["batch_size"],
-                                       lr=config["eval_lr"], patience=config["patience"])
-                fit(model, lambda module, x, y: F.mse_loss(module(x), y), train, val, fit_config, single,
-                    out / f"full_{backbone}_{k}.pt", f"full {backbone} {k}", seed, resume,
+                                       lr=config["eval_lr"], patience=config["patience"], windows_per_epoch=per_epoch)
+                fit(model, lambda module, x, y: F.mse_loss(module(x), y), train, evenly_spaced(val, per_epoch),
+                    fit_config, single, out / f"full_{backbone}_{k}.pt", f"full {backbone} {k}", seed, resume,
                     config_key(config, FULL_OPTIONS, backbone=backbone, model=k))
             else:
                 model = train_on_set(backbone, sets[method], config, device, shape, seed,
@@ -554,6 +572,22 @@ def evaluate_methods(backbone, sets, config, train, val, test, device, shape, ou
             runs.append(model_metrics(model, test, shape, device))
         results[method] = summarize(runs)
     return results
+
+
+def full_windows_per_epoch(config, channels):
+    """Windows per epoch of the full-data models (and of their validation): --full-series / channels (at least
+    one batch), or None (all) without --full-series."""
+    if config["full_series"] is None:
+        return None
+    return max(config["batch_size"], config["full_series"] // channels)
+
+
+def evenly_spaced(windows, count):
+    """At most ``count`` windows of (inputs, targets), evenly spaced over the split (all of them for None)."""
+    if count is None or count >= len(windows[0]):
+        return windows
+    index = torch.linspace(0, len(windows[0]) - 1, count).round().long()
+    return windows[0][index], windows[1][index]
 
 
 def set_diagnostics(sets, initial_set, train, seq_len):
