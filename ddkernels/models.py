@@ -34,18 +34,22 @@ class RevIN(nn.Module):
             self.weight = nn.Parameter(torch.ones(channels))
             self.bias = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, x):
-        mean = x.mean(dim=1, keepdim=True)
-        std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + self.eps)
+    def forward(self, x, series_first=False):
+        """x [B, T, C], or with ``series_first`` [B, C, T] (statistics over the last axis, which is faster)."""
+        time_dim = -1 if series_first else 1
+        std, mean = torch.std_mean(x, dim=time_dim, keepdim=True, correction=0)
+        std = torch.sqrt(std.square() + self.eps)
         normalised = (x - mean) / std
         if self.affine:
-            normalised = normalised * self.weight + self.bias
+            weight, bias = (self.weight[:, None], self.bias[:, None]) if series_first else (self.weight, self.bias)
+            normalised = normalised * weight + bias
         return normalised, (mean, std)
 
-    def inverse(self, y, stats):
+    def inverse(self, y, stats, series_first=False):
         mean, std = stats
         if self.affine:
-            y = (y - self.bias) / (self.weight + self.eps * self.eps)
+            weight, bias = (self.weight[:, None], self.bias[:, None]) if series_first else (self.weight, self.bias)
+            y = (y - bias) / (weight + self.eps * self.eps)
         return y * std + mean
 
     def extra_repr(self):
@@ -60,10 +64,25 @@ class SeriesDecomposition(nn.Module):
         self.kernel_size = check_positive_int("kernel_size", kernel_size)
 
     def forward(self, x):
+        seasonal, trend = self.series_first(x.transpose(1, 2))
+        return seasonal.transpose(1, 2), trend.transpose(1, 2)
+
+    def trend_matrix(self, length, dtype=None, device=None):
+        """A [length, length] with trend = x @ A.T for series x [..., length] (time last): the moving average
+        with the ends replicated, as a linear map."""
+        front = (self.kernel_size - 1) // 2
+        rows = torch.arange(length, device=device)[:, None]
+        sources = (rows + torch.arange(self.kernel_size, device=device)[None, :] - front).clamp(0, length - 1)
+        matrix = torch.zeros(length, length, dtype=dtype, device=device)
+        matrix.scatter_add_(1, sources, torch.full(sources.shape, 1.0 / self.kernel_size, dtype=dtype, device=device))
+        return matrix
+
+    def series_first(self, x):
+        """The same for x [B, C, T] (time last): (seasonal, trend), each [B, C, T]."""
         front = (self.kernel_size - 1) // 2
         back = self.kernel_size - 1 - front
-        padded = torch.cat([x[:, :1].expand(-1, front, -1), x, x[:, -1:].expand(-1, back, -1)], dim=1)
-        trend = F.avg_pool1d(padded.transpose(1, 2), self.kernel_size, stride=1).transpose(1, 2)
+        padded = torch.cat([x[..., :1].expand(-1, -1, front), x, x[..., -1:].expand(-1, -1, back)], dim=-1)
+        trend = F.avg_pool1d(padded, self.kernel_size, stride=1)
         return x - trend, trend
 
     def extra_repr(self):
@@ -124,6 +143,21 @@ class DLinear(Forecaster):
             self.seasonal.weight.fill_(1.0 / self.seq_len)
             self.trend.weight.fill_(1.0 / self.seq_len)
         self.feature_dim = 2 * self.seq_len
+        self.register_buffer("trend_map", self.decomposition.trend_matrix(self.seq_len, torch.float64), persistent=False)
+
+    def forward(self, x):
+        """The forecast alone, in one matmul: W_s (x - A x) + W_t A x = (W_s + (W_t - W_s) A) x, with A the
+        decomposition's moving average (``SeriesDecomposition.trend_matrix``)."""
+        self.check_input(x)
+        series = series_first(x).contiguous()
+        if self.revin is not None:
+            series, stats = self.revin(series, series_first=True)
+        seasonal_w = self.seasonal.weight
+        weight = seasonal_w + (self.trend.weight - seasonal_w) @ self.trend_map.to(seasonal_w.dtype)
+        forecast = F.linear(series, weight, self.seasonal.bias + self.trend.bias)
+        if self.revin is not None:
+            forecast = self.revin.inverse(forecast, stats, series_first=True)
+        return time_first(forecast)
 
     @property
     def level_equivariant(self):
@@ -131,13 +165,14 @@ class DLinear(Forecaster):
 
     def forward_features(self, x):
         self.check_input(x)
+        series = series_first(x)
         if self.revin is not None:
-            x, stats = self.revin(x)
-        seasonal, trend = (series_first(part) for part in self.decomposition(x))
-        forecast = time_first(self.seasonal(seasonal) + self.trend(trend))
+            series, stats = self.revin(series, series_first=True)
+        seasonal, trend = self.decomposition.series_first(series)
+        forecast = self.seasonal(seasonal) + self.trend(trend)
         if self.revin is not None:
-            forecast = self.revin.inverse(forecast, stats)
-        return forecast, torch.cat([seasonal, trend], dim=-1)
+            forecast = self.revin.inverse(forecast, stats, series_first=True)
+        return time_first(forecast), torch.cat([seasonal, trend], dim=-1)
 
 
 class MeanCentring(nn.Module):

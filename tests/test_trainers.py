@@ -231,10 +231,12 @@ def test_distill_writes_sets_metrics_and_uses_fused_ops(tmp_path, monkeypatch):
     assert set(metrics["sets"]) == {"real_windows", "random", "base", "ddtime"}
     assert metrics["sets"]["random"]["distance_from_initial"] == 0
     assert metrics["sets"]["ddtime"]["distance_from_initial"] > 0
-    assert set(metrics["seconds_per_iteration"]) == {"base", "ddtime"}
+    assert set(metrics["seconds_per_iteration"]) == {"together", "base", "ddtime"}
+    assert all(value > 0 for value in metrics["seconds_per_iteration"].values())
     assert {name for name, _ in log} == {"spectral_l1", "pairwise_skl"}
     assert {backend for _, backend in log} == {"cpu"}
-    assert len(log) == 2 * 4  # one call of each per ddtime iteration, none for base
+    # one call of each per ddtime iteration (4 distilling, then the timed solo ones), none for base
+    assert len(log) == 2 * (4 + ddtime_trainer.TIMED_SOLO_ITERATIONS)
     # the distilled set loads back for training
     dataset, meta = data.load_synthetic_set(tmp_path / "ddtime_set.pt")
     x, y = dataset[0]
@@ -649,3 +651,26 @@ def test_closed_form_unroll_needs_dlinear(capsys):
         cli.main(DISTILL_TINY + ["--backbone", "mlp", "--unroll", "closed-form"])
     assert exit_info.value.code == 2
     assert "--unroll closed-form needs --backbone dlinear (got mlp)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("base", ["mtt", "ftd"])
+def test_sets_stepped_together_equal_each_stepped_alone(base):
+    """step_together (the closed-form students of all the sets unrolled as one batch) gives every set the losses,
+    sets and step sizes that its own step gives."""
+    shape = (48, 24, 7)
+    initial = torch.randn(3, 7, 72, generator=torch.Generator().manual_seed(21))
+    config = _distill_config(syn_steps=4, base=base)
+    gen = torch.Generator().manual_seed(22)
+    torch.manual_seed(0)
+    groups = [[ddtime_trainer.TrajectoryMatching(config, terms, initial, torch.device("cpu"), shape)
+               for terms in ddtime_trainer.method_terms(config).values()] for _ in range(2)]
+    size = sum(p.numel() for p in groups[0][0].student.model.parameters())
+    segments = [(torch.randn(size, generator=gen) * 0.05 + 1 / 48, torch.randn(size, generator=gen) * 0.05 + 1 / 48)
+                for _ in range(3)]
+    for theta_start, theta_target in segments:
+        together = ddtime_trainer.step_together(groups[0], theta_start, theta_target)
+        alone = [run.step(theta_start, theta_target) for run in groups[1]]
+        assert together == pytest.approx(alone, rel=1e-5)
+    for run_together, run_alone in zip(*groups):
+        torch.testing.assert_close(run_together.distilled_set, run_alone.distilled_set, rtol=1e-4, atol=1e-5)
+        assert run_together.step_size == pytest.approx(run_alone.step_size, rel=1e-5)
