@@ -45,13 +45,17 @@ STUDENT_OPTIONS = ("d_model", "input_norm", "hidden_norm")
 # best on validation (on ETTh1 that is the first, in each of three seeds: it overfits from the second on; the
 # short synthetic series need more than one epoch's 62 steps), and the students for 6 (their rate is 1/16 of the
 # start by then; the distilled student's best came at epochs 5-7), on at most QUICK_WINDOWS windows an epoch
-# (evenly spaced: every window of ETTh1 and ETTh2, every 5th of the ETTm files).
+# (evenly spaced: every window of ETTh1 and ETTh2, every 5th of the ETTm files). With more channels an epoch has
+# fewer windows: at most QUICK_SERIES windows x channels (8192 windows of 7 channels; 178 of Electricity's 321).
+# quick also scores the models on at most --test-series windows x channels, evenly spaced over the test split, and
+# stops early on a quarter of QUICK_SERIES (every validation window of ETTh1 and ETTm).
 QUICK_WINDOWS = 8192
+QUICK_SERIES = QUICK_WINDOWS * 7
 PRESETS = {
     "quick": {"seq_len": 720, "teacher_epochs": 4, "epochs": 6, "stride": "auto", "patience": 5, "batch_size": 32,
-              "lr": 0.01, "teacher_lr": 1e-4, "lr_decay": 0.5},
+              "lr": 0.01, "teacher_lr": 1e-4, "lr_decay": 0.5, "test_series": 2 ** 19, "val_series": QUICK_SERIES // 4},
     "paper": {"seq_len": 720, "teacher_epochs": 10, "epochs": 20, "stride": 1, "patience": 5, "batch_size": 32,
-              "lr": 0.01, "teacher_lr": 1e-4, "lr_decay": 0.5},
+              "lr": 0.01, "teacher_lr": 1e-4, "lr_decay": 0.5, "test_series": None, "val_series": None},
 }
 
 DEFAULTS = {"pred_len": 96, "teacher": "itransformer", "alpha": 1.0, "beta": 1.0, "tau": 0.5, "scales": (1, 2, 4, 8),
@@ -85,7 +89,13 @@ def add_arguments(parser):
     parser.add_argument("--patience", type=positive_int, default=None, help="early-stopping patience in epochs")
     parser.add_argument("--stride", type=positive_int, default=None,
                         help=f"step between training windows (default 1; quick: the smallest step that leaves at "
-                        f"most {QUICK_WINDOWS} windows)")
+                        f"most {QUICK_WINDOWS} windows of 7 channels, {QUICK_SERIES} windows x channels)")
+    parser.add_argument("--test-series", type=positive_int, default=None,
+                        help="score the models on at most this many test windows x channels, evenly spaced "
+                        "(quick: 524288, every test window of ETTh1 and ETTm; paper: all)")
+    parser.add_argument("--val-series", type=positive_int, default=None,
+                        help=f"early stopping and the teacher check on at most this many validation windows x "
+                        f"channels, evenly spaced (quick: {QUICK_SERIES // 4}; paper: all)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="windows per step, per process")
     parser.add_argument("--lr", type=positive_float, default=None, help="student learning rate (Adam)")
     parser.add_argument("--teacher-lr", type=positive_float, default=None, help="teacher learning rate (Adam)")
@@ -221,9 +231,19 @@ def _plot(path, series, truth, forecasts, column):
     return save_figure(fig, path, dpi=120)
 
 
-def quick_stride(windows):
-    """Every k-th of ``windows`` training windows, k = ceil(windows / QUICK_WINDOWS): at most QUICK_WINDOWS left."""
-    return -(-windows // QUICK_WINDOWS)
+def quick_stride(windows, channels=7):
+    """Every k-th of ``windows`` training windows, k = ceil(windows x channels / QUICK_SERIES): at most
+    QUICK_SERIES windows x channels left (QUICK_WINDOWS windows of 7 channels)."""
+    return -(-windows * channels // QUICK_SERIES)
+
+
+def evenly_spaced(windows, series):
+    """(inputs, targets) of at most ``series`` windows x channels, evenly spaced (all of them for None)."""
+    count = None if series is None else max(1, series // windows[0].shape[-1])
+    if count is None or count >= len(windows[0]):
+        return windows
+    index = torch.linspace(0, len(windows[0]) - 1, count).round().long()
+    return windows[0][index], windows[1][index]
 
 
 def run(args):
@@ -237,10 +257,10 @@ def _run(config, args, runtime):
     seed = config["seed"]
     dataset = data.load(config["data"], config["seq_len"], config["pred_len"], seed=seed)
     if config["stride"] == "auto":
-        config["stride"] = quick_stride(len(dataset.windows("train")))
+        config["stride"] = quick_stride(len(dataset.windows("train")), dataset.channels)
     train = dataset.windows("train", stride=config["stride"]).tensors()
-    val = dataset.windows("val").tensors()
-    test = dataset.windows("test").tensors()
+    val = evenly_spaced(dataset.windows("val").tensors(), config["val_series"])
+    test = evenly_spaced(dataset.windows("test").tensors(), config["test_series"])
     shape = (config["seq_len"], config["pred_len"], dataset.channels)
     if runtime.is_main:
         print(f"data: {dataset.name}, {dataset.channels} channels, windows train/val/test "
@@ -251,7 +271,7 @@ def _run(config, args, runtime):
         picked = {name: list(config[name]) if isinstance(config[name], tuple) else config[name] for name in names}
         return {**picked, "world_size": runtime.world_size}
 
-    common = ("data", "seed", "seq_len", "pred_len", "stride", "batch_size", "patience", "lr_decay")
+    common = ("data", "seed", "seq_len", "pred_len", "stride", "batch_size", "patience", "lr_decay", "val_series")
     keys = {"teacher": key(*common, "teacher", "teacher_lr"),
             "student_plain": key(*common, *STUDENT_OPTIONS, "lr"),
             "student_kd": key(*common, *STUDENT_OPTIONS, "lr", "teacher", "teacher_lr", "alpha", "beta", "tau",
