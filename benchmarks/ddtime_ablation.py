@@ -94,7 +94,7 @@ def term_norms(source, seed, trainer_options, draws, out):
     """{term: mean gradient norm over ``draws`` segments}, the total's, and the share the clip keeps."""
     config, dataset, train, _, shape, initial_set = seed_data(source, seed, trainer_options)
     device = torch.device("cpu")
-    config["syn_lr"] = config["syn_lr"] or ddtime.segment_step_size(config, ddtime.epoch_windows(config, train))
+    config["syn_lr"] = config["syn_lr"] or ddtime.segment_step_size(config, ddtime.epoch_windows(config, train, "expert"))
     trajectories = ddtime.expert_trajectories(config, train, ddtime.Runtime(0, 1, device), shape,
                                               out / f"{dataset.name}_seed{seed}" / "experts", resume=True)
     run = ddtime.TrajectoryMatching(config, ddtime.method_terms(config)["ddtime"], initial_set, device, shape)
@@ -118,7 +118,7 @@ def run_one(source, seed, trainer_options, kept, sweep, expert_lr, cross, out):
     config, dataset, train, test, shape, initial_set = seed_data(source, seed, trainer_options)
     device = torch.device("cpu")
     expert_rate = dict(config, syn_lr=config["lr_expert"])
-    config["syn_lr"] = config["syn_lr"] or ddtime.segment_step_size(config, ddtime.epoch_windows(config, train))
+    config["syn_lr"] = config["syn_lr"] or ddtime.segment_step_size(config, ddtime.epoch_windows(config, train, "expert"))
     folder = out / f"{dataset.name}_seed{seed}"
     trajectories = ddtime.expert_trajectories(config, train, ddtime.Runtime(0, 1, device), shape,
                                               folder / "experts", resume=True)

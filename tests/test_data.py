@@ -315,3 +315,19 @@ def test_fast_and_row_by_row_readers_agree(tmp_path):
     bad[7][2] = "nan"
     with pytest.raises(ValueError, match=r"'nan' \(NaN or infinite\) in column 'b', row 8"):
         data.read_csv(write_csv(tmp_path / "bad.csv", ["date", "a", "b", "OT"], bad), 8, 4)
+
+
+def test_synthetic_sources_take_channels_and_rows():
+    dataset = data.load("synthetic:default,channels=12,rows=900", 24, 12, seed=1)
+    assert dataset.channels == 12 and dataset.columns[-1] == "OT"
+    assert dataset.train.shape[0] + dataset.val.shape[0] + dataset.test.shape[0] == 900 + 2 * 24
+    walk = data.load("synthetic:walk,rows=700", 24, 12)
+    assert walk.channels == 7 and walk.name == "synthetic_walk"
+    assert torch.equal(data.load("synthetic:default", 24, 12).train, data.load(None, 24, 12).train)
+    for source, message in (("synthetic:default,chans=3", "'chans=3' is not channels=C or rows=R"),
+                            ("synthetic:default,channels=x", "channels must be a positive integer, got 'x'"),
+                            ("synthetic:default,channels=1", "channels must be at least 2"),
+                            ("synthetic:default,rows=5,rows=6", "each at most once"),
+                            ("synthetic:other", "unknown synthetic series 'synthetic:other'")):
+        with pytest.raises(ValueError, match=message):
+            data.load(source, 24, 12)

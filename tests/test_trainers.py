@@ -674,3 +674,39 @@ def test_sets_stepped_together_equal_each_stepped_alone(base):
     for run_together, run_alone in zip(*groups):
         torch.testing.assert_close(run_together.distilled_set, run_alone.distilled_set, rtol=1e-4, atol=1e-5)
         assert run_together.step_size == pytest.approx(run_alone.step_size, rel=1e-5)
+
+
+def test_shifted_mse_of_level_equivariant_models_is_the_test_mse():
+    """model_metrics makes one test pass for level-equivariant models: their error on the shifted windows is the
+    unshifted one; a model without input normalisation gets the second pass, and its shifted MSE differs."""
+    shape = (48, 24, 7)
+    dataset = data.load(None, *shape[:2], seed=0)
+    test = dataset.windows("test").tensors()
+    single = Runtime(0, 1, torch.device("cpu"))
+    for model in (models.DLinear(*shape, revin=True), models.MLPStudent(*shape, d_model=16, input_norm="revin",
+                                                                        hidden_norm="layer")):
+        torch.nn.init.normal_(next(model.parameters()), 1.0, 0.1)
+        assert model.level_equivariant
+        metrics = ddtime_trainer.model_metrics(model, test, shape, torch.device("cpu"))
+        shifted = evaluate(model, test[0] + ddtime_trainer.LEVEL_SHIFT, test[1] + ddtime_trainer.LEVEL_SHIFT, single)
+        assert metrics["shifted_mse"] == pytest.approx(shifted["mse"], rel=1e-5)
+    plain = models.DLinear(*shape, revin=False)
+    assert not plain.level_equivariant
+    with torch.no_grad():
+        plain.trend.weight.mul_(0.5)  # a level gain of 0.5: the shifted windows' error grows
+    metrics = ddtime_trainer.model_metrics(plain, test, shape, torch.device("cpu"))
+    assert metrics["shifted_mse"] > metrics["mse"] + 0.1
+
+
+def test_epoch_and_test_budgets():
+    config = _distill_config(expert_series=2 ** 19, full_series=2 ** 17, test_series=2 ** 19, batch_size=32)
+    # 7 channels: every window; 321: the series budget, experts at least EXPERT_MIN_WINDOWS
+    assert ddtime_trainer.windows_per_epoch(config, 7, "expert") == 2 ** 19 // 7
+    assert ddtime_trainer.windows_per_epoch(config, 321, "expert") == 2 ** 19 // 321
+    assert ddtime_trainer.windows_per_epoch(config, 862, "expert") == ddtime_trainer.EXPERT_MIN_WINDOWS
+    assert ddtime_trainer.windows_per_epoch(config, 321, "full") == 2 ** 17 // 321
+    assert ddtime_trainer.windows_per_epoch(dict(config, full_series=None), 321, "full") is None
+    windows = (torch.arange(10.0)[:, None, None].expand(10, 4, 321), torch.zeros(10, 2, 321))
+    picked = ddtime_trainer.test_windows(dict(config, test_series=5 * 321), windows)
+    assert picked[0][:, 0, 0].tolist() == [0.0, 2.0, 4.0, 7.0, 9.0]  # evenly spaced, both ends kept
+    assert ddtime_trainer.test_windows(dict(config, test_series=None), windows) is windows
