@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from ddkernels import models
 from ddkernels.trainers import ddtime as ddtime_trainer
+from ddkernels.trainers import linear_unroll
 from ddkernels.trainers.linear_unroll import LinearUnroll
 
 SHAPES = [(13, 7, 5, 3), (2, 1, 1, 1), (31, 17, 2, 4), (96, 96, 7, 5)]  # seq_len, pred_len, channels, samples
@@ -51,6 +52,21 @@ def test_unroll_matches_autograd(shape, revin, steps, upstream):
     for name, g, e in zip(("theta", "x", "y", "step_size"), got_grads, expected_grads):
         assert torch.isfinite(g).all(), name
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-11, msg=name)
+
+
+@pytest.mark.parametrize("revin", [True, False])
+def test_recomputed_segments_match_autograd(revin, monkeypatch):
+    """Large sets unroll in recomputed segments (torch.utils.checkpoint); forced here on a small one."""
+    monkeypatch.setattr(linear_unroll, "RECOMPUTE_ABOVE", 0)
+    model, student, theta, x, y = _case(13, 7, 5, 3, revin, seed=9)
+    step_size = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
+    expected = _autograd_unroll(student, theta, x, y, step_size, 7)
+    got = LinearUnroll(model).unroll(theta, x, y, step_size, 7)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    weights = torch.randn(got.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for g, e in zip(torch.autograd.grad((got * weights).sum(), (theta, x, y, step_size)),
+                    torch.autograd.grad((expected * weights).sum(), (theta, x, y, step_size))):
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-11)
 
 
 def test_forecast_matches_the_model():

@@ -706,7 +706,10 @@ def test_epoch_and_test_budgets():
     assert ddtime_trainer.windows_per_epoch(config, 862, "expert") == ddtime_trainer.EXPERT_MIN_WINDOWS
     assert ddtime_trainer.windows_per_epoch(config, 321, "full") == 2 ** 17 // 321
     assert ddtime_trainer.windows_per_epoch(dict(config, full_series=None), 321, "full") is None
-    windows = (torch.arange(10.0)[:, None, None].expand(10, 4, 321), torch.zeros(10, 2, 321))
-    picked = ddtime_trainer.test_windows(dict(config, test_series=5 * 321), windows)
-    assert picked[0][:, 0, 0].tolist() == [0.0, 2.0, 4.0, 7.0, 9.0]  # evenly spaced, both ends kept
-    assert ddtime_trainer.test_windows(dict(config, test_series=None), windows) is windows
+    dataset = data.load("synthetic:default,channels=321,rows=3000", 48, 24)
+    every = dataset.windows("test").tensors()
+    picked = ddtime_trainer.test_windows(dataset, dict(config, test_series=100 * 321))
+    step = math.ceil(len(every[0]) / 100)
+    assert len(picked[0]) <= 100 and torch.equal(picked[0], every[0][::step]) and torch.equal(picked[1], every[1][::step])
+    assert ddtime_trainer.test_windows(dataset, dict(config, test_series=None))[0].shape == every[0].shape
+    assert len(ddtime_trainer.validation_windows(dataset, dict(config, full_series=40 * 321))[0]) <= 10

@@ -159,7 +159,7 @@ def shard_batches(inputs, targets, batch_size, runtime, generator, windows=None)
 
 
 # windows x channels per evaluation batch: many windows for few channels, few for many
-EVAL_SERIES_PER_BATCH = 16384
+EVAL_SERIES_PER_BATCH = 8192
 
 
 @torch.inference_mode()

@@ -648,7 +648,7 @@ def evaluate_methods(backbone, sets, config, train, val, test, device, shape, ou
                 model = build_backbone(backbone, config, shape).to(device)
                 fit_config = FitConfig(epochs=config["full_epochs"], batch_size=config["batch_size"],
                                        lr=config["eval_lr"], patience=config["patience"], windows_per_epoch=per_epoch)
-                fit(model, lambda module, x, y: F.mse_loss(module(x), y), train, validation_windows(val, per_epoch),
+                fit(model, lambda module, x, y: F.mse_loss(module(x), y), train, val,
                     fit_config, single, out / f"full_{backbone}_{k}.pt", f"full {backbone} {k}", seed, resume,
                     config_key(config, FULL_OPTIONS, backbone=backbone, model=k))
             else:
@@ -674,25 +674,24 @@ def windows_per_epoch(config, channels, stage):
     return max(EXPERT_MIN_WINDOWS if stage == "expert" else config["batch_size"], budget // channels)
 
 
-def validation_windows(val, per_epoch):
-    """The validation windows the full-data models' early stopping watches: all of them without an epoch budget,
-    else a quarter of the epoch's count (evenly spaced)."""
-    return val if per_epoch is None else evenly_spaced(val, max(1, per_epoch // 4))
+def split_stride(dataset, split, budget):
+    """The step between the ``split`` windows that keeps at most ``budget`` windows x channels (1: every window;
+    a larger step takes evenly spaced views of the series, no copies)."""
+    if budget is None:
+        return 1
+    return max(1, math.ceil(len(dataset.windows(split)) * dataset.channels / budget))
 
 
-def test_windows(config, test):
+def validation_windows(dataset, config):
+    """The validation windows the full-data models' early stopping watches: every one without --full-series, else
+    at most a quarter of an epoch's windows x channels, evenly spaced."""
+    budget = None if config["full_series"] is None else config["full_series"] // 4
+    return dataset.windows("val", stride=split_stride(dataset, "val", budget)).tensors()
+
+
+def test_windows(dataset, config):
     """The test windows the models are scored on: at most --test-series windows x channels, evenly spaced."""
-    if config["test_series"] is None:
-        return test
-    return evenly_spaced(test, max(1, config["test_series"] // test[0].shape[-1]))
-
-
-def evenly_spaced(windows, count):
-    """At most ``count`` windows of (inputs, targets), evenly spaced over the split (all of them for None)."""
-    if count is None or count >= len(windows[0]):
-        return windows
-    index = torch.linspace(0, len(windows[0]) - 1, count).round().long()
-    return windows[0][index], windows[1][index]
+    return dataset.windows("test", stride=split_stride(dataset, "test", config["test_series"])).tensors()
 
 
 def set_diagnostics(sets, initial_set, train, seq_len):
@@ -755,10 +754,11 @@ def _run(config, args, runtime):
         return 0
     print(f"experts: {time.perf_counter() - clock:.0f} s")
     device = runtime.device
-    val = dataset.windows("val").tensors()
-    all_test = dataset.windows("test").tensors()
-    test = test_windows(config, all_test)
-    print(f"test: {len(test[0])} of {len(all_test[0])} windows (evenly spaced, --test-series)")
+    val = validation_windows(dataset, config)
+    test = test_windows(dataset, config)
+    all_test = len(dataset.windows("test"))
+    print(f"test: {len(test[0])} of {all_test} windows (every {split_stride(dataset, 'test', config['test_series'])}"
+          f"th, --test-series); full-data early stopping on {len(val[0])} of {len(dataset.windows('val'))}")
     initial_set = random_windows(train, config["samples"], torch.Generator().manual_seed(config["seed"]))
     clock = time.perf_counter()
     runs, seconds = distill(config, method_terms(config), trajectories, initial_set, device, shape,
@@ -782,7 +782,7 @@ def _run(config, args, runtime):
     metrics["seconds_per_iteration"] = seconds
     metrics["overhead_vs_base"] = seconds["ddtime"] / seconds["base"] - 1
     metrics["initial_step_size"] = config["syn_lr"]
-    metrics["test_windows"] = {"scored": len(test[0]), "of": len(all_test[0])}
+    metrics["test_windows"] = {"scored": len(test[0]), "of": all_test}
     metrics["epoch_windows"] = {"experts": epoch_windows(config, train, "expert"),
                                 "full": epoch_windows(config, train, "full"), "of": len(train[0])}
     metrics["learned_step_size"] = {method: run.step_size for method, run in runs.items()}

@@ -10,9 +10,17 @@ needs no double backward: the outer loss differentiates through these plain ops,
 The features z, mean and std depend only on the set, so they are computed once per iteration, not once a step.
 Leading dimensions of x and theta (several sets at once) broadcast through every op.
 """
+import math
+
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from ddkernels.models import DLinear
+
+# Above this many forecast elements (sets x samples x channels x horizon) times steps, the steps run in segments
+# of about sqrt(steps) whose activations are recomputed in the backward pass (torch.utils.checkpoint) instead of
+# kept: memory then grows with the square root of --syn-steps, for about one more forward pass of the steps.
+RECOMPUTE_ABOVE = 2 ** 23
 
 
 class LinearUnroll:
@@ -116,6 +124,15 @@ class LinearUnroll:
         params = self.unpack(theta)
         step_size = torch.as_tensor(step_size, dtype=theta.dtype, device=theta.device)
         step_size = step_size.reshape(1) if step_size.dim() == 0 else step_size
-        for _ in range(steps):
-            params = self._step(params, features, offset, step_size)
+
+        def run(count, *params):
+            for _ in range(count):
+                params = self._step(params, features, offset, step_size)
+            return params
+
+        if offset.numel() * steps <= RECOMPUTE_ABOVE or not torch.is_grad_enabled():
+            return self.pack(run(steps, *params))
+        segment = max(1, math.isqrt(steps))
+        for start in range(0, steps, segment):
+            params = checkpoint(run, min(segment, steps - start), *params, use_reentrant=False)
         return self.pack(params)
