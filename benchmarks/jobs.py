@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -78,9 +79,13 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each job (default 1)")
     parser.add_argument("--out", type=Path, default=Path("runs/jobs"))
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for the baseline worktree and the jobs' outputs (default: a new temporary one; "
+                        "an existing baseline worktree there is reused)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="ddkernels-jobs-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="ddkernels-jobs-"))
+    work.mkdir(parents=True, exist_ok=True)
     trees = {"this tree": ROOT}
     if args.baseline:
         trees = {f"baseline {args.baseline}": prepare_baseline(args.baseline, work), **trees}
@@ -92,6 +97,8 @@ def main(argv=None):
             order = list(trees.items()) if repeat % 2 == 0 else list(trees.items())[::-1]
             for name, tree in order:
                 out = work / f"{shape}-{name.replace(' ', '_')}-{repeat}"
+                if out.exists():
+                    shutil.rmtree(out)
                 wall, peak, stages, metrics = run_job(tree, args.job, source, out, args.threads)
                 runs[name].append({"wall": wall, "peak_mb": peak, **stages,
                                    **{f"iteration_{k}": v for k, v in iteration_seconds(metrics).items()}})

@@ -18,6 +18,7 @@ checkpoints and a plot to --out.
     ddkernels kd --preset paper --data ../shared/data/ETTh1.csv --pred-len 336 --out runs/kd336
     torchrun --nproc_per_node 2 -m ddkernels kd --preset quick --out runs/kd
 """
+import math
 import time
 from pathlib import Path
 
@@ -237,13 +238,11 @@ def quick_stride(windows, channels=7):
     return -(-windows * channels // QUICK_SERIES)
 
 
-def evenly_spaced(windows, series):
-    """(inputs, targets) of at most ``series`` windows x channels, evenly spaced (all of them for None)."""
-    count = None if series is None else max(1, series // windows[0].shape[-1])
-    if count is None or count >= len(windows[0]):
-        return windows
-    index = torch.linspace(0, len(windows[0]) - 1, count).round().long()
-    return windows[0][index], windows[1][index]
+def spaced_windows(dataset, split, series):
+    """(inputs, targets) of the ``split`` windows at the step that keeps at most ``series`` windows x channels
+    (every window for None): evenly spaced views of the series, no copies."""
+    stride = 1 if series is None else max(1, math.ceil(len(dataset.windows(split)) * dataset.channels / series))
+    return dataset.windows(split, stride=stride).tensors()
 
 
 def run(args):
@@ -259,8 +258,8 @@ def _run(config, args, runtime):
     if config["stride"] == "auto":
         config["stride"] = quick_stride(len(dataset.windows("train")), dataset.channels)
     train = dataset.windows("train", stride=config["stride"]).tensors()
-    val = evenly_spaced(dataset.windows("val").tensors(), config["val_series"])
-    test = evenly_spaced(dataset.windows("test").tensors(), config["test_series"])
+    val = spaced_windows(dataset, "val", config["val_series"])
+    test = spaced_windows(dataset, "test", config["test_series"])
     shape = (config["seq_len"], config["pred_len"], dataset.channels)
     if runtime.is_main:
         print(f"data: {dataset.name}, {dataset.channels} channels, windows train/val/test "
