@@ -79,7 +79,8 @@ class LinearUnroll:
         w, b, weight, seasonal_b, trend_b = params
         trend_sum = weight[..., self.seq_len:].sum(-1).unsqueeze(-2)
         shift = b * (trend_sum - 1) + (seasonal_b + trend_b).unsqueeze(-2)
-        linear = z @ weight.unsqueeze(-3).transpose(-1, -2)
+        # samples and channels as the rows of one matmul (a broadcast over samples would be a batch of small ones)
+        linear = (z.flatten(-3, -2) @ weight.transpose(-1, -2)).unflatten(-2, z.shape[-3:-1])
         return linear, torch.addcmul(shift.unsqueeze(-3), w.unsqueeze(-3), linear)
 
     def forecast(self, theta, features):

@@ -1,0 +1,64 @@
+"""One distillation iteration of ``ddkernels distill --preset quick`` (base and ddtime on the same expert segment),
+three ways interleaved in one process: the sets' closed-form students unrolled together (``step_together``, the
+trainer's path), each set's closed-form step alone, and each set's autograd unroll (``--unroll autograd``, the
+generic path and the previous algorithm). Medians after warm-up, ratios against autograd:
+
+    python benchmarks/distill_iteration.py --data ../shared/data/ETTh1.csv --threads 1
+    python benchmarks/distill_iteration.py --data synthetic:default,channels=321,rows=26304
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+from ddkernels import data
+from ddkernels.trainers import ddtime
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=None, help="as ddkernels distill --data (default: the embedded series)")
+    parser.add_argument("--iterations", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    trainer = argparse.ArgumentParser()
+    ddtime.add_arguments(trainer)
+    config = ddtime.resolve_config(trainer.parse_args(["--preset", "quick", "--device", "cpu"]
+                                                      + ([] if args.data is None else ["--data", args.data])))
+    dataset = data.load(config["data"], config["seq_len"], config["pred_len"], seed=config["seed"])
+    train = dataset.windows("train", stride=config["stride"]).tensors()
+    config["syn_lr"] = ddtime.segment_step_size(config, ddtime.epoch_windows(config, train, "expert"))
+    shape = (config["seq_len"], config["pred_len"], dataset.channels)
+    student = ddtime.FlatParameters(ddtime.build_backbone("dlinear", config, shape))
+    theta_start = student.flatten()
+    theta_target = theta_start + 0.01 * torch.randn(theta_start.shape, generator=torch.Generator().manual_seed(0))
+    initial = ddtime.random_windows(train, config["samples"], torch.Generator().manual_seed(config["seed"]))
+
+    def runs(unroll):
+        settings = dict(config, unroll=unroll)
+        return [ddtime.TrajectoryMatching(settings, terms, initial, torch.device("cpu"), shape)
+                for terms in ddtime.method_terms(settings).values()]
+
+    closed, generic = runs("closed-form"), runs("autograd")
+    ways = {"together (closed form)": lambda: ddtime.step_together(closed, theta_start, theta_target),
+            "each alone (closed form)": lambda: [run.step(theta_start, theta_target) for run in closed],
+            "each alone (autograd)": lambda: [run.step(theta_start, theta_target) for run in generic]}
+    seconds = {name: [] for name in ways}
+    for _ in range(args.iterations):
+        for name, way in ways.items():
+            begin = time.perf_counter()
+            way()
+            seconds[name].append(time.perf_counter() - begin)
+    reference = statistics.median(seconds["each alone (autograd)"][3:])
+    print(f"{dataset.name}, {dataset.channels} channels, {torch.get_num_threads()} thread(s); seconds per iteration "
+          "of both sets:")
+    for name, times in seconds.items():
+        median = statistics.median(times[3:])
+        print(f"  {name:26s} {median * 1e3:8.1f} ms  {reference / median:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
