@@ -21,25 +21,27 @@ def main(argv=None):
     parser.add_argument("--data", default=None, help="as ddkernels distill --data (default: the embedded series)")
     parser.add_argument("--iterations", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     trainer = argparse.ArgumentParser()
     ddtime.add_arguments(trainer)
-    config = ddtime.resolve_config(trainer.parse_args(["--preset", "quick", "--device", "cpu"]
+    device = torch.device(args.device)
+    config = ddtime.resolve_config(trainer.parse_args(["--preset", "quick", "--device", args.device]
                                                       + ([] if args.data is None else ["--data", args.data])))
     dataset = data.load(config["data"], config["seq_len"], config["pred_len"], seed=config["seed"])
     train = dataset.windows("train", stride=config["stride"]).tensors()
     config["syn_lr"] = ddtime.segment_step_size(config, ddtime.epoch_windows(config, train, "expert"))
     shape = (config["seq_len"], config["pred_len"], dataset.channels)
-    student = ddtime.FlatParameters(ddtime.build_backbone("dlinear", config, shape))
+    student = ddtime.FlatParameters(ddtime.build_backbone("dlinear", config, shape).to(device))
     theta_start = student.flatten()
-    theta_target = theta_start + 0.01 * torch.randn(theta_start.shape, generator=torch.Generator().manual_seed(0))
+    theta_target = theta_start + 0.01 * torch.randn(theta_start.shape, generator=torch.Generator().manual_seed(0)).to(device)
     initial = ddtime.random_windows(train, config["samples"], torch.Generator().manual_seed(config["seed"]))
 
     def runs(unroll):
         settings = dict(config, unroll=unroll)
-        return [ddtime.TrajectoryMatching(settings, terms, initial, torch.device("cpu"), shape)
+        return [ddtime.TrajectoryMatching(settings, terms, initial, device, shape)
                 for terms in ddtime.method_terms(settings).values()]
 
     closed, generic = runs("closed-form"), runs("autograd")
@@ -51,13 +53,14 @@ def main(argv=None):
         for name, way in ways.items():
             begin = time.perf_counter()
             way()
+            ddtime.synchronize(device)
             seconds[name].append(time.perf_counter() - begin)
     reference = statistics.median(seconds["each alone (autograd)"][3:])
-    print(f"{dataset.name}, {dataset.channels} channels, {torch.get_num_threads()} thread(s); seconds per iteration "
+    print(f"{dataset.name}, {dataset.channels} channels, {device}, {torch.get_num_threads()} thread(s); per iteration "
           "of both sets:")
     for name, times in seconds.items():
         median = statistics.median(times[3:])
-        print(f"  {name:26s} {median * 1e3:8.1f} ms  {reference / median:5.2f}x")
+        print(f"iteration {name}: {median * 1e3:.2f} ms, {reference / median:.2f}x")
 
 
 if __name__ == "__main__":
