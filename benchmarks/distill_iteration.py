@@ -36,7 +36,8 @@ def main(argv=None):
     shape = (config["seq_len"], config["pred_len"], dataset.channels)
     student = ddtime.FlatParameters(ddtime.build_backbone("dlinear", config, shape).to(device))
     theta_start = student.flatten()
-    theta_target = theta_start + 0.01 * torch.randn(theta_start.shape, generator=torch.Generator().manual_seed(0)).to(device)
+    noise = torch.randn(theta_start.shape, generator=torch.Generator().manual_seed(0)).to(device)
+    theta_target = theta_start + 0.01 * noise
     initial = ddtime.random_windows(train, config["samples"], torch.Generator().manual_seed(config["seed"]))
 
     def runs(unroll):

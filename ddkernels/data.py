@@ -92,6 +92,12 @@ class ForecastData:
         check_choice("split", split, SPLITS)
         return WindowDataset(getattr(self, split), self.seq_len, self.pred_len, stride)
 
+    def spaced_windows(self, split, series=None):
+        """The ``split`` windows at the smallest step that keeps at most ``series`` windows x channels (every
+        window for None): evenly spaced views of the series, no copies."""
+        stride = 1 if series is None else max(1, math.ceil(len(self.windows(split)) * self.channels / series))
+        return self.windows(split, stride=stride)
+
 
 def split_borders(convention, rows, seq_len):
     """Time-Series-Library (begin, end) row borders of train, val and test for convention "ETTh", "ETTm" or "ratio"."""

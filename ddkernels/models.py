@@ -143,7 +143,8 @@ class DLinear(Forecaster):
             self.seasonal.weight.fill_(1.0 / self.seq_len)
             self.trend.weight.fill_(1.0 / self.seq_len)
         self.feature_dim = 2 * self.seq_len
-        self.register_buffer("trend_map", self.decomposition.trend_matrix(self.seq_len, torch.float64), persistent=False)
+        trend_map = self.decomposition.trend_matrix(self.seq_len, torch.float64)
+        self.register_buffer("trend_map", trend_map, persistent=False)
 
     def forward(self, x):
         """The forecast alone, in one matmul: W_s (x - A x) + W_t A x = (W_s + (W_t - W_s) A) x, with A the

@@ -167,7 +167,8 @@ def add_arguments(parser):
                         "all")
     parser.add_argument("--test-series", type=positive_int, default=None,
                         help="the models are tested on at most this many windows x channels, evenly spaced over the "
-                        "test split (quick: 524288, every test window of ETTh1, ETTm and the embedded series; long: all)")
+                        "test split (quick: 524288, every test window of ETTh1, ETTm and the embedded series; "
+                        "long: all)")
     parser.add_argument("--unroll", choices=UNROLLS, default="auto",
                         help="how the student's steps are differentiated: closed-form (DLinear: the inner gradient "
                         "written by hand, no double backward), autograd (any backbone: torch.autograd.grad with "
@@ -674,24 +675,16 @@ def windows_per_epoch(config, channels, stage):
     return max(EXPERT_MIN_WINDOWS if stage == "expert" else config["batch_size"], budget // channels)
 
 
-def split_stride(dataset, split, budget):
-    """The step between the ``split`` windows that keeps at most ``budget`` windows x channels (1: every window;
-    a larger step takes evenly spaced views of the series, no copies)."""
-    if budget is None:
-        return 1
-    return max(1, math.ceil(len(dataset.windows(split)) * dataset.channels / budget))
-
-
 def validation_windows(dataset, config):
     """The validation windows the full-data models' early stopping watches: every one without --full-series, else
     at most a quarter of an epoch's windows x channels, evenly spaced."""
     budget = None if config["full_series"] is None else config["full_series"] // 4
-    return dataset.windows("val", stride=split_stride(dataset, "val", budget)).tensors()
+    return dataset.spaced_windows("val", budget).tensors()
 
 
 def test_windows(dataset, config):
     """The test windows the models are scored on: at most --test-series windows x channels, evenly spaced."""
-    return dataset.windows("test", stride=split_stride(dataset, "test", config["test_series"])).tensors()
+    return dataset.spaced_windows("test", config["test_series"]).tensors()
 
 
 def set_diagnostics(sets, initial_set, train, seq_len):
@@ -757,8 +750,9 @@ def _run(config, args, runtime):
     val = validation_windows(dataset, config)
     test = test_windows(dataset, config)
     all_test = len(dataset.windows("test"))
-    print(f"test: {len(test[0])} of {all_test} windows (every {split_stride(dataset, 'test', config['test_series'])}"
-          f"th, --test-series); full-data early stopping on {len(val[0])} of {len(dataset.windows('val'))}")
+    test_stride = dataset.spaced_windows("test", config["test_series"]).stride
+    print(f"test: {len(test[0])} of {all_test} windows (every {test_stride}th, --test-series); full-data early "
+          f"stopping on {len(val[0])} of {len(dataset.windows('val'))}")
     initial_set = random_windows(train, config["samples"], torch.Generator().manual_seed(config["seed"]))
     clock = time.perf_counter()
     runs, seconds = distill(config, method_terms(config), trajectories, initial_set, device, shape,

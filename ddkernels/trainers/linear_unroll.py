@@ -99,7 +99,8 @@ class LinearUnroll:
         scale = std / denominator
         linear, shifted = self._shifted(params, z)
         # forecast - y = scale * shifted + offset; grad_shifted = d MSE / d shifted
-        grad_shifted = torch.addcmul(offset, scale, shifted) * ((2.0 / (offset.shape[-3] * offset.shape[-2] * offset.shape[-1])) * scale)
+        count = offset.shape[-3] * offset.shape[-2] * offset.shape[-1]
+        grad_shifted = torch.addcmul(offset, scale, shifted) * ((2.0 / count) * scale)
         per_channel = grad_shifted.sum(-3)
         grad_bias = per_channel.sum(-2)
         grad_weight = (grad_shifted * w.unsqueeze(-3)).flatten(-3, -2).transpose(-1, -2) @ z.flatten(-3, -2)

@@ -18,7 +18,6 @@ checkpoints and a plot to --out.
     ddkernels kd --preset paper --data ../shared/data/ETTh1.csv --pred-len 336 --out runs/kd336
     torchrun --nproc_per_node 2 -m ddkernels kd --preset quick --out runs/kd
 """
-import math
 import time
 from pathlib import Path
 
@@ -238,13 +237,6 @@ def quick_stride(windows, channels=7):
     return -(-windows * channels // QUICK_SERIES)
 
 
-def spaced_windows(dataset, split, series):
-    """(inputs, targets) of the ``split`` windows at the step that keeps at most ``series`` windows x channels
-    (every window for None): evenly spaced views of the series, no copies."""
-    stride = 1 if series is None else max(1, math.ceil(len(dataset.windows(split)) * dataset.channels / series))
-    return dataset.windows(split, stride=stride).tensors()
-
-
 def run(args):
     config = resolve_config(args)
     return run_in_runtime(config["device"], lambda runtime: _run(config, args, runtime))
@@ -258,8 +250,8 @@ def _run(config, args, runtime):
     if config["stride"] == "auto":
         config["stride"] = quick_stride(len(dataset.windows("train")), dataset.channels)
     train = dataset.windows("train", stride=config["stride"]).tensors()
-    val = spaced_windows(dataset, "val", config["val_series"])
-    test = spaced_windows(dataset, "test", config["test_series"])
+    val = dataset.spaced_windows("val", config["val_series"]).tensors()
+    test = dataset.spaced_windows("test", config["test_series"]).tensors()
     shape = (config["seq_len"], config["pred_len"], dataset.channels)
     if runtime.is_main:
         print(f"data: {dataset.name}, {dataset.channels} channels, windows train/val/test "
