@@ -1,6 +1,6 @@
 """The Triton (CUDA) path of every op reads nothing back to the host, so calls overlap with the training step and
 can be captured in CUDA graphs. Without a GPU this is checked in Triton's interpreter (with the kernel launches the
-README states); on a GPU by capturing forward and backward in a CUDA graph, which fails on any sync."""
+docs/kernels.md states); on a GPU by capturing forward and backward in a CUDA graph, which fails on any sync."""
 import pytest
 import torch
 
@@ -9,7 +9,7 @@ from ddkernels import registry
 from ddkernels.bench import launches
 from helpers import INTERPRETED, rel_error
 
-# (forward, backward) launches of one call, the first tensor requiring grad: README.md, "Backends".
+# (forward, backward) launches of one call, the first tensor requiring grad: docs/kernels.md, "Backends".
 LAUNCHES = {
     "multiscale_mse": (2, 1),
     "spectral_l1_complex": (3, 1),
