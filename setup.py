@@ -6,8 +6,8 @@ ParallelCompile("DDKERNELS_BUILD_JOBS", default=0).install()
 ext_modules = [
     Pybind11Extension(
         "ddkernels._C",
-        sorted(["csrc/bindings.cpp", "csrc/multiscale_mse.cpp", "csrc/pairwise_skl.cpp", "csrc/simd.cpp",
-                "csrc/spectral.cpp", "csrc/spectral_fft.cpp"]),
+        sorted(["csrc/bindings.cpp", "csrc/linear_unroll.cpp", "csrc/multiscale_mse.cpp", "csrc/pairwise_skl.cpp",
+                "csrc/simd.cpp", "csrc/spectral.cpp", "csrc/spectral_fft.cpp"]),
         include_dirs=["csrc"],
         cxx_std=17,
         extra_compile_args=["-O3", "-fopenmp", "-fno-math-errno"],

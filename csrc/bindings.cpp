@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "linear_unroll.h"
 #include "multiscale_mse.h"
 #include "pairwise_skl.h"
 #include "simd.h"
@@ -125,6 +126,52 @@ void pairwise_gradient(uintptr_t x, int dtype, int64_t samples, int64_t length, 
                          element_type(grad_dtype), num_threads);
 }
 
+ddk::UnrollShape unroll_shape(const std::vector<int64_t>& shape) {
+  if (shape.size() != 6)
+    throw std::invalid_argument("linear_unroll: shape must be (sets, rows, horizon, channels, steps, seq_len)");
+  return {shape[0], shape[1], shape[2], shape[3], shape[4], shape[5]};
+}
+
+ddk::UnrollInputs unroll_inputs(const std::vector<uintptr_t>& inputs) {
+  if (inputs.size() != 5)
+    throw std::invalid_argument("linear_unroll: inputs must be (kernel, trend_rowsum, std, offset, step_size)");
+  const auto at = [&](int i) { return static_cast<const double*>(as_pointer(inputs[i])); };
+  return {at(0), at(1), at(2), at(3), at(4)};
+}
+
+// The five arrays of a state or of the sums (see linear_unroll.h), in that header's order.
+std::array<double*, 5> five(const std::vector<uintptr_t>& arrays, const char* name) {
+  if (arrays.size() != 5) throw std::invalid_argument(std::string(name) + " must have 5 arrays");
+  std::array<double*, 5> out;
+  for (int i = 0; i < 5; ++i) out[i] = static_cast<double*>(as_pointer(arrays[i]));
+  return out;
+}
+
+void linear_unroll_forward(std::vector<int64_t> shape, std::vector<uintptr_t> inputs, std::vector<uintptr_t> start,
+                           bool train_affine, double eps2, std::vector<uintptr_t> sums, uintptr_t tape,
+                           int num_threads) {
+  const auto s = five(start, "linear_unroll_forward: start"), o = five(sums, "linear_unroll_forward: sums");
+  const ddk::UnrollShape dims = unroll_shape(shape);
+  const ddk::UnrollInputs in = unroll_inputs(inputs);
+  py::gil_scoped_release release;
+  ddk::linear_unroll_forward(dims, in, {s[0], s[1], s[2], s[3], s[4]}, train_affine, eps2,
+                             {o[0], o[1], o[2], o[3], o[4]}, static_cast<double*>(as_pointer(tape)), num_threads);
+}
+
+void linear_unroll_backward(std::vector<int64_t> shape, std::vector<uintptr_t> inputs, bool train_affine, double eps2,
+                            uintptr_t tape, std::vector<uintptr_t> grad_sums, std::vector<uintptr_t> grad_inputs,
+                            std::vector<uintptr_t> grad_start, int num_threads) {
+  const auto g = five(grad_sums, "linear_unroll_backward: grad_sums");
+  const auto gi = five(grad_inputs, "linear_unroll_backward: grad_inputs");
+  const auto gs = five(grad_start, "linear_unroll_backward: grad_start");
+  const ddk::UnrollShape dims = unroll_shape(shape);
+  const ddk::UnrollInputs in = unroll_inputs(inputs);
+  py::gil_scoped_release release;
+  ddk::linear_unroll_backward(dims, in, train_affine, eps2, static_cast<const double*>(as_pointer(tape)),
+                              {g[0], g[1], g[2], g[3], g[4]}, gi[0], gi[1], gi[2], gi[3], gi[4],
+                              {gs[0], gs[1], gs[2], gs[3], gs[4]}, num_threads);
+}
+
 ddk::Simd simd_by_name(const std::string& name) {
   for (ddk::Simd level : {ddk::Simd::Baseline, ddk::Simd::Avx2, ddk::Simd::Avx512})
     if (name == ddk::simd_name(level)) return level;
@@ -188,4 +235,13 @@ PYBIND11_MODULE(_C, m) {
         py::arg("row_sums"), py::arg("grad"), py::arg("grad_dtype"), py::arg("num_threads"),
         "dloss/dx from V centred ([S, 2, L]: V rho, then V alpha per row) and the row sums of the symmetric "
         "weights V.");
+  m.def("linear_unroll_forward", &linear_unroll_forward, py::arg("shape"), py::arg("inputs"), py::arg("start"),
+        py::arg("train_affine"), py::arg("eps2"), py::arg("sums"), py::arg("tape"), py::arg("num_threads"),
+        "DLinear's unrolled SGD steps in window space (float64, contiguous): shape (sets, rows, horizon, channels, "
+        "steps, seq_len), inputs (kernel, trend_rowsum, std, offset, step_size), start and sums as in "
+        "csrc/linear_unroll.h; writes the sums and the tape.");
+  m.def("linear_unroll_backward", &linear_unroll_backward, py::arg("shape"), py::arg("inputs"),
+        py::arg("train_affine"), py::arg("eps2"), py::arg("tape"), py::arg("grad_sums"), py::arg("grad_inputs"),
+        py::arg("grad_start"), py::arg("num_threads"),
+        "The reverse sweep of linear_unroll_forward: from dloss/dsums, writes dloss/d the inputs and the start.");
 }

@@ -37,11 +37,12 @@ def _case(seq_len, pred_len, channels, samples, revin, seed):
 @pytest.mark.parametrize("revin", [True, False])
 @pytest.mark.parametrize("steps", [1, 4])
 @pytest.mark.parametrize("upstream", ["ones", "random"])
-def test_unroll_matches_autograd(shape, revin, steps, upstream):
+@pytest.mark.parametrize("window_space", [True, False], ids=["window-space", "parameter-space"])
+def test_unroll_matches_autograd(shape, revin, steps, upstream, window_space):
     model, student, theta, x, y = _case(*shape, revin, seed=sum(shape) + steps)
     step_size = torch.tensor(0.07, dtype=torch.float64, requires_grad=True)
     expected = _autograd_unroll(student, theta, x, y, step_size, steps)
-    got = LinearUnroll(model).unroll(theta, x, y, step_size, steps)
+    got = LinearUnroll(model).unroll(theta, x, y, step_size, steps, window_space=window_space)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
     weights = (torch.ones_like(got) if upstream == "ones"
@@ -77,25 +78,64 @@ def test_forecast_matches_the_model():
         torch.testing.assert_close(unroll.pack(unroll.unpack(theta)), theta, rtol=0, atol=0)
 
 
-def test_sets_unroll_together_as_each_alone():
+WAYS = pytest.mark.parametrize("window_space", [True, False], ids=["window-space", "parameter-space"])
+
+
+@WAYS
+def test_sets_unroll_together_as_each_alone(window_space):
     model, _, theta, _, _ = _case(13, 7, 5, 3, True, seed=3)
     gen = torch.Generator().manual_seed(4)
     xs = torch.randn(3, 4, 13, 5, generator=gen, dtype=torch.float64)
     ys = torch.randn(3, 4, 7, 5, generator=gen, dtype=torch.float64)
     steps = torch.tensor([[0.05], [0.01], [0.2]], dtype=torch.float64)
     unroll = LinearUnroll(model)
-    together = unroll.unroll(theta.detach().expand(3, -1), xs, ys, steps, 3)
+    together = unroll.unroll(theta.detach().expand(3, -1), xs, ys, steps, 3, window_space=window_space)
     for i in range(3):
-        torch.testing.assert_close(together[i], unroll.unroll(theta.detach(), xs[i], ys[i], steps[i, 0], 3))
+        torch.testing.assert_close(together[i], unroll.unroll(theta.detach(), xs[i], ys[i], steps[i, 0], 3,
+                                                              window_space=window_space))
 
 
-def test_non_contiguous_set_views():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_window_space_batched_gradients_match_autograd(dtype):
+    """Sets, theta and step sizes with leading dimensions that broadcast, in both dtypes, against the float64
+    autograd unroll of each set."""
+    model, student, theta, _, _ = _case(11, 6, 3, 2, True, seed=8)
+    gen = torch.Generator().manual_seed(9)
+    xs = torch.randn(2, 3, 2, 11, 3, generator=gen, dtype=torch.float64)
+    ys = torch.randn(2, 3, 2, 6, 3, generator=gen, dtype=torch.float64)
+    steps = 0.02 + 0.1 * torch.rand(2, 3, 1, generator=gen, dtype=torch.float64)
+    weights = torch.randn(2, 3, theta.numel(), generator=gen, dtype=torch.float64)
+    xs, ys, steps = (t.requires_grad_(True) for t in (xs, ys, steps))
+    leaves = [t.detach().to(dtype).requires_grad_(True) for t in (theta, xs, ys, steps)]
+    got = LinearUnroll(model.to(dtype)).unroll(*leaves, 5, window_space=True)
+    assert got.dtype == dtype
+    got_grads = torch.autograd.grad((got * weights.to(dtype)).sum(), leaves)
+    expected = torch.stack([torch.stack([_autograd_unroll(student, theta, xs[i, j], ys[i, j], steps[i, j, 0], 5)
+                                         for j in range(3)]) for i in range(2)])
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (theta, xs, ys, steps))
+    tolerance = {torch.float32: (1e-5, 1e-6), torch.float64: (1e-10, 1e-12)}[dtype]
+    torch.testing.assert_close(got.double(), expected, rtol=tolerance[0], atol=tolerance[1])
+    for name, g, e in zip(("theta", "x", "y", "step_size"), got_grads, expected_grads):
+        assert torch.isfinite(g).all(), name
+        torch.testing.assert_close(g.double(), e, rtol=10 * tolerance[0], atol=10 * tolerance[1], msg=name)
+
+
+def test_window_space_is_chosen_by_rows_against_features():
+    unroll = LinearUnroll(models.DLinear(8, 4, 3))
+    theta = torch.zeros(3)
+    assert unroll.in_window_space(theta, samples=5)  # 15 rows, 16 features
+    assert not unroll.in_window_space(theta, samples=6)  # 18 rows
+    assert not unroll.in_window_space(theta.to(torch.bfloat16), samples=1)
+
+
+@WAYS
+def test_non_contiguous_set_views(window_space):
     model, student, theta, _, _ = _case(13, 7, 5, 3, True, seed=5)
     whole = torch.randn(3, 5, 20, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     x, y = whole[:, :, :13].transpose(1, 2), whole[:, :, 13:].transpose(1, 2)  # the trainer's set views
     expected = _autograd_unroll(student, theta, x, y, 0.1, 2)
-    torch.testing.assert_close(LinearUnroll(model).unroll(theta, x, y, torch.tensor(0.1, dtype=torch.float64), 2),
-                               expected, rtol=1e-10, atol=1e-12)
+    got = LinearUnroll(model).unroll(theta, x, y, torch.tensor(0.1, dtype=torch.float64), 2, window_space=window_space)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
 def test_rejects_other_models():

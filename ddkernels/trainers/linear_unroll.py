@@ -9,6 +9,13 @@ RevIN). The inner MSE's gradient is then two matmuls and a few reductions in clo
 needs no double backward: the outer loss differentiates through these plain ops, in the set and the step size.
 The features z, mean and std depend only on the set, so they are computed once per iteration, not once a step.
 Leading dimensions of x and theta (several sets at once) broadcast through every op.
+
+On the CPU, when a set has at most as many rows (samples x channels) as features, the steps run in window space
+instead (``_WindowSteps``, csrc/linear_unroll.cpp): the state is the weight's action on the set, linear = z W^T
+[rows, P], so a step costs rows^2 P, not rows 2L P; the C++ kernel runs every step and the reverse sweep in one call
+each, in float64, and W is rebuilt once at the end from the summed gradients (W_K = W_0 - eta (sum_k h_k^T z + ...)).
+Elsewhere (CUDA, or more rows than features, where the parameter-space matmuls are cheaper) the steps are the torch
+ops of ``_step``; both are tested against the autograd unroll.
 """
 import math
 
@@ -16,11 +23,41 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from ddkernels.models import DLinear
+from ddkernels.cpu import linear_unroll as cpu_unroll
 
 # Above this many forecast elements (sets x samples x channels x horizon) times steps, the steps run in segments
 # of about sqrt(steps) whose activations are recomputed in the backward pass (torch.utils.checkpoint) instead of
 # kept: memory then grows with the square root of --syn-steps, for about one more forward pass of the steps.
 RECOMPUTE_ABOVE = 2 ** 23
+
+
+class _WindowSteps(torch.autograd.Function):
+    """The steps in window space (csrc/linear_unroll.cpp): from the set's kernel z z^T, trend row sums z_t 1, RevIN's
+    std, offset mean - y, the step sizes and the start state (z W^T, W_t 1, b_s + b_t, RevIN's w and b), all with
+    the sets flattened into one leading dimension, to the sums over the steps of h, q and the bias gradient and the
+    final w and b (csrc/linear_unroll.h)."""
+
+    @staticmethod
+    def forward(ctx, kernel, trend_rowsum, std, offset, step_size, linear, trend_sum, bias, weight, shift,
+                train_affine, eps2, steps, seq_len):
+        as64 = [t.detach().to(torch.float64).contiguous() for t in (kernel, trend_rowsum, std, offset, step_size)]
+        start = [t.detach().to(torch.float64).contiguous() for t in (linear, trend_sum, bias, weight, shift)]
+        sums, tape = cpu_unroll.unroll_forward(as64, start, train_affine, eps2, steps, seq_len)
+        ctx.save_for_backward(*as64, tape)
+        ctx.settings = (train_affine, eps2, steps, seq_len)
+        ctx.dtypes = [t.dtype for t in (kernel, trend_rowsum, std, offset, step_size, linear, trend_sum, bias,
+                                        weight, shift)]
+        ctx.sum_shapes = [total.shape for total in sums]
+        return tuple(total.to(linear.dtype) for total in sums)
+
+    @staticmethod
+    def backward(ctx, *grad_sums):
+        *inputs, tape = ctx.saved_tensors
+        grads = [torch.zeros(shape, dtype=torch.float64) if grad is None else grad.to(torch.float64).contiguous()
+                 for grad, shape in zip(grad_sums, ctx.sum_shapes)]
+        grad_inputs, grad_start = cpu_unroll.unroll_backward(inputs, *ctx.settings, tape, grads)
+        cast = [grad.to(dtype) for grad, dtype in zip(grad_inputs + grad_start, ctx.dtypes)]
+        return (*cast, None, None, None, None)
 
 
 class LinearUnroll:
@@ -117,15 +154,25 @@ class LinearUnroll:
         grad_b = (per_channel * (trend_sum - 1)).sum(-1).unsqueeze(-1)
         return (w - matrix_step * grad_w, b - matrix_step * grad_b, *updated)
 
-    def unroll(self, theta, x, y, step_size, steps):
+    def in_window_space(self, theta, samples):
+        """Whether ``unroll`` runs the steps in window space (see the module's docstring)."""
+        return (theta.device.type == "cpu" and theta.dtype in (torch.float32, torch.float64)
+                and samples * self.channels <= 2 * self.seq_len)
+
+    def unroll(self, theta, x, y, step_size, steps, window_space=None):
         """theta after ``steps`` SGD steps of size ``step_size`` on MSE(DLinear(theta, x), y), differentiable in
         theta, x, y and the step size; x [..., S, L, C], y [..., S, P, C], theta [..., n], step_size a tensor
-        broadcasting against theta[..., :1]."""
+        broadcasting against theta[..., :1]. ``window_space`` None: ``in_window_space``'s choice; True or False
+        forces one way (tests, benchmarks)."""
         features = self.features(x)
         offset = features[1] - y.transpose(-1, -2)
         params = self.unpack(theta)
         step_size = torch.as_tensor(step_size, dtype=theta.dtype, device=theta.device)
         step_size = step_size.reshape(1) if step_size.dim() == 0 else step_size
+        if window_space is None:
+            window_space = self.in_window_space(theta, x.shape[-3])
+        if window_space:
+            return self._unroll_window_space(params, features, offset, step_size, steps)
 
         def run(count, *params):
             for _ in range(count):
@@ -138,3 +185,34 @@ class LinearUnroll:
         for start in range(0, steps, segment):
             params = checkpoint(run, min(segment, steps - start), *params, use_reentrant=False)
         return self.pack(params)
+
+    def _unroll_window_space(self, params, features, offset, step_size, steps):
+        w, b, weight, seasonal_b, trend_b = params
+        z, _, std = features
+        rows_shape = z.shape[-3:-1]
+        lead = torch.broadcast_shapes(weight.shape[:-2], z.shape[:-3], step_size.shape[:-1])
+        rows = z.flatten(-3, -2).expand(*lead, -1, -1)
+        flat = (-1,) if lead else (1,)
+        kernel = rows @ rows.transpose(-1, -2)
+        trend_rowsum = rows[..., self.seq_len:].sum(-1)
+        std_rows = std.expand(*lead, *rows_shape, 1).flatten(-3) if self.revin else rows.new_ones(*lead, rows.shape[-2])
+        offset_rows = offset.expand(*lead, *offset.shape[-3:]).flatten(-3, -2)
+        weight = weight.expand(*lead, -1, -1)
+        linear = rows @ weight.transpose(-1, -2)
+        trend_sum = weight[..., self.seq_len:].sum(-1)
+        bias = (seasonal_b + trend_b).expand(*lead, -1)
+        eta = step_size.expand(*lead, 1)
+        inputs = [kernel, trend_rowsum, std_rows, offset_rows, eta]
+        start = [linear, trend_sum, bias, w.squeeze(-1).expand(*lead, -1), b.squeeze(-1).expand(*lead, -1)]
+        sizes = [t.shape[len(lead):] for t in (kernel, trend_rowsum, std_rows, offset_rows)] + [()]
+        inputs = [t.reshape(*flat, *size) for t, size in zip(inputs, sizes)]
+        start = [t.reshape(*flat, *t.shape[len(lead):]) for t in start]
+        sums = _WindowSteps.apply(*inputs, *start, self.revin, self.eps * self.eps, steps, self.seq_len)
+        h_sum, q_sum, bias_grad_sum, w_final, b_final = (t.reshape(*lead, *t.shape[1:]) for t in sums)
+        grad_weight_sum = h_sum.transpose(-1, -2) @ rows
+        grad_weight_sum = torch.cat([grad_weight_sum[..., :self.seq_len],
+                                     grad_weight_sum[..., self.seq_len:] + q_sum.unsqueeze(-1)], dim=-1)
+        matrix_step = eta.unsqueeze(-1)
+        final = (w_final.unsqueeze(-1), b_final.unsqueeze(-1), weight - matrix_step * grad_weight_sum,
+                 seasonal_b - eta * bias_grad_sum, trend_b - eta * bias_grad_sum)
+        return self.pack(final)
