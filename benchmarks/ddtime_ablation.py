@@ -36,6 +36,7 @@ import torch
 
 from ddkernels import data, models
 from ddkernels.trainers import ddtime
+from ddkernels.trainers._common import Runtime, evaluate
 
 ABLATION = {"+spectral": {"lam": 0.0}, "+bottleneck": {"alpha": 0.0}, "ddtime": {}}
 SWEEP = {**{f"alpha {alpha}, lambda {lam}": {"alpha": alpha, "lam": lam} for alpha in (0.3, 0.8) for lam in (0.4, 0.8)},
@@ -77,7 +78,7 @@ def expert_rates(source, seed, trainer_options, rates):
     the evaluation models trained on the random windows: {"random": mse, rate: [mse per epoch]}."""
     config, dataset, train, test, shape, windows = seed_data(source, seed, trainer_options)
     device = torch.device("cpu")
-    single = ddtime.Runtime(0, 1, device)
+    single = Runtime(0, 1, device)
     curves = {"random": ddtime.evaluate_methods(config["backbone"], {"random": windows}, config, train, None, test,
                                                 device, shape, None, resume=False, include_full=False)["random"]["mse"]}
     expert = ddtime.build_backbone(config["backbone"], config, shape)
@@ -86,7 +87,7 @@ def expert_rates(source, seed, trainer_options, rates):
         curves[rate] = []
         for theta in trajectory:
             torch.nn.utils.vector_to_parameters(theta, expert.parameters())
-            curves[rate].append(ddtime.evaluate(expert, *test, single)["mse"])
+            curves[rate].append(evaluate(expert, *test, single)["mse"])
     return dataset.name, curves
 
 
@@ -95,7 +96,7 @@ def term_norms(source, seed, trainer_options, draws, out):
     config, dataset, train, _, shape, initial_set = seed_data(source, seed, trainer_options)
     device = torch.device("cpu")
     config["syn_lr"] = config["syn_lr"] or ddtime.segment_step_size(config, ddtime.epoch_windows(config, train, "expert"))
-    trajectories = ddtime.expert_trajectories(config, train, ddtime.Runtime(0, 1, device), shape,
+    trajectories = ddtime.expert_trajectories(config, train, Runtime(0, 1, device), shape,
                                               out / f"{dataset.name}_seed{seed}" / "experts", resume=True)
     run = ddtime.TrajectoryMatching(config, ddtime.method_terms(config)["ddtime"], initial_set, device, shape)
     generator = torch.Generator().manual_seed(seed + 17)
@@ -120,7 +121,7 @@ def run_one(source, seed, trainer_options, kept, sweep, expert_lr, cross, out):
     expert_rate = dict(config, syn_lr=config["lr_expert"])
     config["syn_lr"] = config["syn_lr"] or ddtime.segment_step_size(config, ddtime.epoch_windows(config, train, "expert"))
     folder = out / f"{dataset.name}_seed{seed}"
-    trajectories = ddtime.expert_trajectories(config, train, ddtime.Runtime(0, 1, device), shape,
+    trajectories = ddtime.expert_trajectories(config, train, Runtime(0, 1, device), shape,
                                               folder / "experts", resume=True)
     terms = variant_terms(config, kept, sweep)
     runs, seconds = ddtime.distill(config, terms, trajectories, initial_set, device, shape,
