@@ -141,3 +141,19 @@ def test_non_contiguous_set_views(window_space):
 def test_rejects_other_models():
     with pytest.raises(TypeError, match="LinearUnroll needs a DLinear model, got MLPStudent"):
         LinearUnroll(models.MLPStudent(8, 4, 2, d_model=8))
+
+
+def test_window_space_every_instruction_set(simd_level):
+    """The C++ steps and reverse sweep of every instruction set this CPU has, against the autograd unroll; odd
+    sizes (7 rows of 11 horizon steps) leave vector remainders."""
+    from ddkernels import _backend
+    assert _backend.cpu_extension().simd() == simd_level
+    model, student, theta, x, y = _case(17, 11, 7, 1, True, seed=12)
+    step_size = torch.tensor(0.09, dtype=torch.float64, requires_grad=True)
+    expected = _autograd_unroll(student, theta, x, y, step_size, 6)
+    got = LinearUnroll(model).unroll(theta, x, y, step_size, 6, window_space=True)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+    weights = torch.randn(got.shape, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    for g, e in zip(torch.autograd.grad((got * weights).sum(), (theta, x, y, step_size)),
+                    torch.autograd.grad((expected * weights).sum(), (theta, x, y, step_size))):
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-11)
