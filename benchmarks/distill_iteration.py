@@ -1,7 +1,9 @@
 """One distillation iteration of ``ddkernels distill --preset quick`` (base and ddtime on the same expert segment),
-three ways interleaved in one process: the sets' closed-form students unrolled together (``step_together``, the
-trainer's path), each set's closed-form step alone, and each set's autograd unroll (``--unroll autograd``, the
-generic path and the previous algorithm). Medians after warm-up, ratios against autograd:
+four ways interleaved in one process: the sets' closed-form students unrolled together (``step_together``, the
+trainer's path: on the CPU, in window space by the C++ kernel when the set has at most as many rows as features),
+the same with the steps forced into parameter space (torch ops), each set's closed-form step alone, and each set's
+autograd unroll (``--unroll autograd``, the generic path and the first algorithm). Medians after warm-up, ratios
+against autograd:
 
     python benchmarks/distill_iteration.py --data ../shared/data/ETTh1.csv --threads 1
     python benchmarks/distill_iteration.py --data synthetic:default,channels=321,rows=26304
@@ -14,6 +16,7 @@ import torch
 
 from ddkernels import data
 from ddkernels.trainers import ddtime
+from ddkernels.trainers.linear_unroll import LinearUnroll
 
 
 def main(argv=None):
@@ -46,7 +49,19 @@ def main(argv=None):
                 for terms in ddtime.method_terms(settings).values()]
 
     closed, generic = runs("closed-form"), runs("autograd")
+    def in_parameter_space(way):
+        def run():
+            choice = LinearUnroll.in_window_space
+            LinearUnroll.in_window_space = lambda self, theta, samples: False
+            try:
+                return way()
+            finally:
+                LinearUnroll.in_window_space = choice
+        return run
+
     ways = {"together (closed form)": lambda: ddtime.step_together(closed, theta_start, theta_target),
+            "together (parameter space)": in_parameter_space(lambda: ddtime.step_together(closed, theta_start,
+                                                                                            theta_target)),
             "each alone (closed form)": lambda: [run.step(theta_start, theta_target) for run in closed],
             "each alone (autograd)": lambda: [run.step(theta_start, theta_target) for run in generic]}
     seconds = {name: [] for name in ways}
