@@ -95,7 +95,8 @@ void linear_unroll_forward(const UnrollShape& shape, const UnrollInputs& in, con
     std::copy(start.weight + set * C, start.weight + (set + 1) * C, state.begin() + t.weight);
     std::copy(start.shift + set * C, start.shift + (set + 1) * C, state.begin() + t.shift);
     run_steps(shape, set_in, t, state.data(), train_affine, eps2, workspace.work(), sums.h + set * n * P,
-                sums.q + set * P, sums.bias_grad + set * P, tape + set * shape.steps * t.size);
+                sums.q + set * P, sums.bias_grad + set * P,
+              tape == nullptr ? nullptr : tape + set * shape.steps * t.size);
     std::copy(state.begin() + t.weight, state.begin() + t.weight + C, sums.weight + set * C);
     std::copy(state.begin() + t.shift, state.begin() + t.shift + C, sums.shift + set * C);
   }

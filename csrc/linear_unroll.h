@@ -29,7 +29,7 @@ struct UnrollSums {
 };
 
 // Runs the steps from `start`, writes `sums` and the state before every step to `tape`
-// (steps x [rows x horizon | horizon | horizon | channels | channels] per set).
+// (steps x [rows x horizon | horizon | horizon | channels | channels] per set; null: no reverse sweep to come).
 void linear_unroll_forward(const UnrollShape& shape, const UnrollInputs& in, const UnrollState& start,
                            bool train_affine, double eps2, const UnrollSums& sums, double* tape, int num_threads);
 

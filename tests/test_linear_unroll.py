@@ -157,3 +157,25 @@ def test_window_space_every_instruction_set(simd_level):
     for g, e in zip(torch.autograd.grad((got * weights).sum(), (theta, x, y, step_size)),
                     torch.autograd.grad((expected * weights).sum(), (theta, x, y, step_size))):
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-11)
+
+
+def test_window_space_without_gradients_keeps_no_tape(monkeypatch):
+    """Under no_grad the C++ steps keep no per-step tape (evaluation runs hundreds of steps) and give the same
+    student as with gradients."""
+    from ddkernels.cpu import linear_unroll as cpu_unroll
+    model, _, theta, x, y = _case(13, 7, 5, 3, True, seed=14)
+    tapes = []
+    forward = cpu_unroll.unroll_forward
+
+    def recording(*args, **kwargs):
+        sums, tape = forward(*args, **kwargs)
+        tapes.append(tape)
+        return sums, tape
+
+    monkeypatch.setattr(cpu_unroll, "unroll_forward", recording)
+    unroll = LinearUnroll(model)
+    with_grad = unroll.unroll(theta, x, y, torch.tensor(0.05, dtype=torch.float64), 9, window_space=True)
+    with torch.no_grad():
+        without = unroll.unroll(theta, x, y, torch.tensor(0.05, dtype=torch.float64), 9, window_space=True)
+    assert tapes[0] is not None and tapes[0].shape[1] == 9 and tapes[1] is None
+    torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=0)

@@ -16,15 +16,17 @@ def _shape(inputs, channels, steps, seq_len):
     return [kernel.shape[0], kernel.shape[1], offset.shape[2], channels, steps, seq_len]
 
 
-def unroll_forward(inputs, start, train_affine, eps2, steps, seq_len):
-    """(sums, tape) of ``steps`` SGD steps from ``start``."""
+def unroll_forward(inputs, start, train_affine, eps2, steps, seq_len, keep_tape):
+    """(sums, tape) of ``steps`` SGD steps from ``start``; without ``keep_tape`` (no reverse sweep to come) the
+    tape is None and nothing of size steps is allocated."""
     sets, rows, horizon = inputs[3].shape
     channels = start[3].shape[1]
     sums = [torch.empty_like(start[0]), torch.empty_like(start[1]), torch.empty_like(start[1]),
             torch.empty_like(start[3]), torch.empty_like(start[3])]
-    tape = torch.empty(sets, steps, rows * horizon + 2 * horizon + 2 * channels, dtype=torch.float64)
+    tape = (torch.empty(sets, steps, rows * horizon + 2 * horizon + 2 * channels, dtype=torch.float64)
+            if keep_tape else None)
     _C.linear_unroll_forward(_shape(inputs, channels, steps, seq_len), _pointers(inputs), _pointers(start),
-                             train_affine, eps2, _pointers(sums), tape.data_ptr(), threads())
+                             train_affine, eps2, _pointers(sums), 0 if tape is None else tape.data_ptr(), threads())
     return sums, tape
 
 

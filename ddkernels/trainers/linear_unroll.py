@@ -35,14 +35,15 @@ class _WindowSteps(torch.autograd.Function):
     """The steps in window space (csrc/linear_unroll.cpp): from the set's kernel z z^T, trend row sums z_t 1, RevIN's
     std, offset mean - y, the step sizes and the start state (z W^T, W_t 1, b_s + b_t, RevIN's w and b), all with
     the sets flattened into one leading dimension, to the sums over the steps of h, q and the bias gradient and the
-    final w and b (csrc/linear_unroll.h)."""
+    final w and b (csrc/linear_unroll.h); ``keep_tape`` False (no gradient to come) keeps no per-step states."""
 
     @staticmethod
     def forward(ctx, kernel, trend_rowsum, std, offset, step_size, linear, trend_sum, bias, weight, shift,
-                train_affine, eps2, steps, seq_len):
+                train_affine, eps2, steps, seq_len, keep_tape):
         as64 = [t.detach().to(torch.float64).contiguous() for t in (kernel, trend_rowsum, std, offset, step_size)]
         start = [t.detach().to(torch.float64).contiguous() for t in (linear, trend_sum, bias, weight, shift)]
-        sums, tape = cpu_unroll.unroll_forward(as64, start, train_affine, eps2, steps, seq_len)
+        sums, tape = cpu_unroll.unroll_forward(as64, start, train_affine, eps2, steps, seq_len,
+                                               keep_tape)
         ctx.save_for_backward(*as64, tape)
         ctx.settings = (train_affine, eps2, steps, seq_len)
         ctx.dtypes = [t.dtype for t in (kernel, trend_rowsum, std, offset, step_size, linear, trend_sum, bias,
@@ -57,7 +58,7 @@ class _WindowSteps(torch.autograd.Function):
                  for grad, shape in zip(grad_sums, ctx.sum_shapes)]
         grad_inputs, grad_start = cpu_unroll.unroll_backward(inputs, *ctx.settings, tape, grads)
         cast = [grad.to(dtype) for grad, dtype in zip(grad_inputs + grad_start, ctx.dtypes)]
-        return (*cast, None, None, None, None)
+        return (*cast, None, None, None, None, None)
 
 
 class LinearUnroll:
@@ -207,7 +208,8 @@ class LinearUnroll:
         sizes = [t.shape[len(lead):] for t in (kernel, trend_rowsum, std_rows, offset_rows)] + [()]
         inputs = [t.reshape(*flat, *size) for t, size in zip(inputs, sizes)]
         start = [t.reshape(*flat, *t.shape[len(lead):]) for t in start]
-        sums = _WindowSteps.apply(*inputs, *start, self.revin, self.eps * self.eps, steps, self.seq_len)
+        keep_tape = torch.is_grad_enabled() and any(t.requires_grad for t in inputs + start)
+        sums = _WindowSteps.apply(*inputs, *start, self.revin, self.eps * self.eps, steps, self.seq_len, keep_tape)
         h_sum, q_sum, bias_grad_sum, w_final, b_final = (t.reshape(*lead, *t.shape[1:]) for t in sums)
         grad_weight_sum = h_sum.transpose(-1, -2) @ rows
         grad_weight_sum = torch.cat([grad_weight_sum[..., :self.seq_len],
