@@ -29,7 +29,8 @@ def _usable_backends(device):
     backends = ["reference"]
     if device.type == "cpu" and _backend.cpu_extension() is not None:
         backends.append("cpu")
-    if _backend.triton_available() and (device.type == "cuda" or _backend.triton_interpret()):
+    if (_backend.triton_available() and (device.type == "cuda" or _backend.triton_interpret())
+            and _backend.triton_problem(device.type == "cpu") is None):
         backends.append("triton")
     return backends
 
@@ -88,6 +89,10 @@ def info(args):
     print(f"Triton: {'present' if _backend.triton_available() else 'absent'}"
           f"{' (interpreter mode: TRITON_INTERPRET=1)' if _backend.triton_interpret() else ''}")
     cuda = torch.cuda.is_available()
+    if _backend.triton_available() and (cuda or _backend.triton_interpret()):
+        problem = _backend.triton_problem(not cuda)
+        if problem is not None:
+            print(f"Triton backend NOT usable: {problem}")
     print(f"CUDA: {torch.cuda.get_device_name(0) if cuda else 'no device'}")
     print(f"backend in force: {_backend.current_backend()}")
     print()

@@ -50,7 +50,9 @@ def pairwise_skl_diversity(x, tau=1.0):
     s = x.shape[0]
     d = pairwise_skl_matrix(x, tau)
     off_diagonal = ~torch.eye(s, dtype=torch.bool, device=x.device)
-    return torch.exp(-d)[off_diagonal].mean()
+    # where + sum rather than a boolean-mask gather: that is nonzero(), a dynamic shape torch.compile before 2.10
+    # cannot capture in one graph
+    return torch.where(off_diagonal, torch.exp(-d), 0.0).sum() / (s * (s - 1))
 
 
 def _average_pool(x, dim, scale):

@@ -1,4 +1,5 @@
 """Backend selection: environment variable, context manager, auto rules and clear errors."""
+import re
 import subprocess
 import sys
 
@@ -6,10 +7,22 @@ import pytest
 import torch
 
 import ddkernels
-from ddkernels import _backend
+from ddkernels import _backend, cli
 
 
-def test_auto_rules():
+@pytest.fixture
+def triton_version(monkeypatch):
+    """Pretend the installed triton (and numpy) have the versions given: ``triton_version("3.2.0")``."""
+    def pretend(version, numpy="2.3.5"):
+        monkeypatch.setattr(_backend, "_TRITON_PRESENT", True)
+        monkeypatch.setattr(_backend, "_triton_version", lambda: version)
+        monkeypatch.setattr(_backend, "_numpy_version", lambda: numpy)
+        monkeypatch.setattr(_backend, "_triton_problems", {})
+    return pretend
+
+
+def test_auto_rules(triton_version):
+    triton_version("3.5.0")
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert _backend.resolve("op", cpu, ("triton", "cpu")) == "cpu"
     assert _backend.resolve("op", cpu, ()) == "reference"
@@ -88,3 +101,74 @@ def test_missing_extension_warns_once_and_falls_back(tmp_path):
         "    raise AssertionError('backend cpu without _C must raise')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("version", ["3.0.0", "3.2.0", "3.4.0+git1a2b3c4"])
+def test_triton_too_old_is_a_clear_error(triton_version, monkeypatch, version):
+    """A triton without tl.gather or float64 tl.dot is refused where the Triton backend is chosen: on CUDA under
+    auto (no silent fallback) and when asked for by name, before any kernel runs."""
+    triton_version(version)
+    expected = rf"multiscale_mse_loss: ddkernels' Triton kernels need triton >= 3\.5 .*triton {re.escape(version)} is"
+    with pytest.raises(ddkernels.BackendUnavailableError, match=expected):
+        _backend.resolve("multiscale_mse_loss", torch.device("cuda"), ("triton", "cpu"))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    x = torch.randn(2, 16, 3)
+    for op in (ddkernels.multiscale_mse_loss, ddkernels.spectral_l1_loss, ddkernels.spectral_kl_loss):
+        with ddkernels.use_backend("triton"), pytest.raises(ddkernels.BackendUnavailableError,
+                                                            match="need triton >= 3.5.*use_backend\\('reference'\\)"):
+            op(x, x)
+    with ddkernels.use_backend("triton"), pytest.raises(ddkernels.BackendUnavailableError, match="triton >= 3.5"):
+        ddkernels.pairwise_skl_diversity(x)
+    assert "triton" not in cli._usable_backends(torch.device("cpu"))
+    # CPU tensors under auto still go to the C++ kernels
+    assert _backend.resolve("multiscale_mse_loss", torch.device("cpu"), ("triton", "cpu")) == "cpu"
+
+
+def test_triton_too_old_under_compile(triton_version, monkeypatch):
+    triton_version("3.2.0")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    x = torch.randn(2, 16, 3)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda a, b: ddkernels.multiscale_mse_loss(a, b), fullgraph=True)
+    # Dynamo reports the BackendUnavailableError inside its own RuntimeError, the message kept
+    with ddkernels.use_backend("triton"), pytest.raises(RuntimeError, match="need triton >= 3.5"):
+        compiled(x, x)
+
+
+@pytest.mark.parametrize("version", ["3.5.0", "3.6.0", "3.9.1", "4.0.0"])
+def test_triton_at_or_above_the_floor_is_accepted(triton_version, version):
+    triton_version(version)
+    assert _backend.triton_problem(False) is None
+    assert _backend.resolve("multiscale_mse_loss", torch.device("cuda"), ("triton", "cpu")) == "triton"
+
+
+def test_old_interpreter_with_numpy_2_4_is_a_clear_error(triton_version, monkeypatch):
+    """Triton 3.5 and 3.6 run on CUDA whatever numpy is; their interpreter fails inside with numpy 2.4."""
+    triton_version("3.6.0", numpy="2.4.1")
+    assert _backend.triton_problem(False) is None
+    assert "install numpy<2.4 or triton >= 3.7" in _backend.triton_problem(True)
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with ddkernels.use_backend("triton"), pytest.raises(ddkernels.BackendUnavailableError,
+                                                        match="interpreter in triton 3.6.0 cannot run with numpy 2.4.1"):
+        ddkernels.multiscale_mse_loss(torch.randn(2, 16, 3), torch.randn(2, 16, 3))
+    triton_version("3.6.0", numpy="2.3.5")
+    assert _backend.triton_problem(True) is None
+    triton_version("3.7.0", numpy="2.4.1")
+    assert _backend.triton_problem(True) is None
+
+
+def test_installed_triton_is_checked():
+    """The triton installed here, for real: refused with its version when below the floor (the floor stage of CI
+    runs this with torch 2.4's triton 3.0), else it serves CUDA tensors under auto."""
+    assert _backend.triton_available(), "the test extra installs triton"
+    import triton
+
+    cuda = torch.device("cuda")
+    if _backend._release(triton.__version__) < _backend.TRITON_MINIMUM:
+        assert triton.__version__ in _backend.triton_problem(False)
+        with pytest.raises(ddkernels.BackendUnavailableError, match="need triton >= 3.5"):
+            _backend.resolve("multiscale_mse_loss", cuda, ("triton", "cpu"))
+        assert "triton" not in cli._usable_backends(torch.device("cpu"))
+    else:
+        assert _backend.triton_problem(False) is None
+        assert _backend.resolve("multiscale_mse_loss", cuda, ("triton", "cpu")) == "triton"
