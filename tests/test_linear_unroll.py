@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from ddkernels import models
 from ddkernels.trainers import ddtime as ddtime_trainer
 from ddkernels.trainers import linear_unroll
+from ddkernels.trainers._common import seed_everything
 from ddkernels.trainers.linear_unroll import LinearUnroll
 
 SHAPES = [(13, 7, 5, 3), (2, 1, 1, 1), (31, 17, 2, 4), (96, 96, 7, 5)]  # seq_len, pred_len, channels, samples
@@ -179,3 +180,26 @@ def test_window_space_without_gradients_keeps_no_tape(monkeypatch):
         without = unroll.unroll(theta, x, y, torch.tensor(0.05, dtype=torch.float64), 9, window_space=True)
     assert tapes[0] is not None and tapes[0].shape[1] == 9 and tapes[1] is None
     torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("revin", [True, False])
+def test_evaluation_sgd_in_closed_form_matches_the_loop(revin):
+    """distill's MTT evaluation protocol (full-batch SGD at the learned step size) for DLinear runs the closed-form
+    steps: the same model as torch.optim.SGD's loop, in float32, on a set of the trainer's layout [S, C, L + P]."""
+    from ddkernels.trainers.ddtime import evaluation
+    config = {"seq_len": 24, "pred_len": 12, "revin": revin, "eval_steps": 40, "eval_lr": 1e-3}
+    shape = (24, 12, 3)
+    synthetic = torch.randn(4, 3, 36, generator=torch.Generator().manual_seed(15))
+    got = evaluation.train_on_set("dlinear", synthetic, config, "cpu", shape, seed=3, sgd_step_size=0.3)
+    seed_everything(3)
+    expected = ddtime_trainer.build_backbone("dlinear", config, shape)
+    optimizer = torch.optim.SGD(expected.parameters(), lr=0.3)
+    x, y = synthetic[:, :, :24].transpose(1, 2), synthetic[:, :, 24:].transpose(1, 2)
+    for _ in range(40):
+        loss = F.mse_loss(expected(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for (name, g), e in zip(got.named_parameters(), expected.parameters()):
+        assert torch.isfinite(g).all(), name
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5, msg=name)

@@ -6,10 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from ddkernels._console import Progress
+from ddkernels.models import DLinear
 from ddkernels.trainers._common import FitConfig, Runtime, evaluate, fit, seed_everything
 from ddkernels.trainers.ddtime.backbones import build_backbone
 from ddkernels.trainers.ddtime.options import FULL_OPTIONS, config_key
 from ddkernels.trainers.ddtime.windows import split_set, windows_per_epoch
+from ddkernels.trainers.linear_unroll import LinearUnroll
 
 # the level offset (in training standard deviations) added to the test windows for the level-shift check
 LEVEL_SHIFT = 1.0
@@ -18,9 +20,12 @@ LEVEL_SHIFT = 1.0
 def train_on_set(backbone, synthetic, config, device, shape, seed, sgd_step_size=None):
     """A fresh model trained on a synthetic set alone, full batch, --eval-steps steps: Adam at --eval-lr (the
     headline protocol: how a user trains a new model on a set), or, given ``sgd_step_size``, SGD at that rate
-    (MTT's protocol, at the distillation's learned step size)."""
+    (MTT's protocol, at the distillation's learned step size; for DLinear the same steps with the gradient in
+    closed form, ``LinearUnroll``)."""
     seed_everything(seed)
     model = build_backbone(backbone, config, shape).to(device)
+    if sgd_step_size is not None and isinstance(model, DLinear):
+        return _sgd_in_closed_form(model, synthetic.to(device), config, sgd_step_size)
     if sgd_step_size is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=config["eval_lr"])
     else:
@@ -32,6 +37,17 @@ def train_on_set(backbone, synthetic, config, device, shape, seed, sgd_step_size
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    return model
+
+
+@torch.no_grad()
+def _sgd_in_closed_form(model, synthetic, config, step_size):
+    """``model`` (a DLinear) after --eval-steps full-batch SGD steps on the set's MSE, the gradient written by hand
+    (the distillation's student unroll, without a graph): the loop of ``train_on_set`` in one call."""
+    x, y = split_set(synthetic, config["seq_len"])
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    theta = LinearUnroll(model).unroll(theta, x, y, torch.tensor(step_size, dtype=theta.dtype), config["eval_steps"])
+    torch.nn.utils.vector_to_parameters(theta, model.parameters())
     return model
 
 
