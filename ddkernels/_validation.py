@@ -4,6 +4,8 @@ import numbers
 
 import torch
 
+from ddkernels.ops._library import define, plain_eager
+
 
 def check_float_tensor(name, x):
     if not isinstance(x, torch.Tensor):
@@ -49,12 +51,53 @@ def check_positive_int(name, value):
     return int(value)
 
 
-def check_tau(tau):
-    if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
-        raise TypeError(f"tau must be a real number, got {type(tau).__name__}")
+def _check_tau_value(tau):
     if not math.isfinite(tau) or tau <= 0:
         raise ValueError(f"tau must be finite and > 0, got {tau}")
     return float(tau)
+
+
+def check_tau(tau):
+    """(tau as a float, None), or under torch.compile and other tracing, for a 0-d tensor: (1.0, the tensor), whose
+    value the operator checks and reads when it runs (``tau_value``), so a compiled graph holds no host read.
+
+    tau: a real number, or a 0-d real tensor that does not require grad (the ops give no gradient for tau). In eager
+    mode a tensor is read at once (a host sync for a CUDA tensor: a CPU tensor or a float costs none).
+    """
+    if isinstance(tau, torch.Tensor):
+        if tau.ndim != 0:
+            raise ValueError(f"tau must be a number or a 0-d tensor, got a tensor of shape {tuple(tau.shape)}")
+        if tau.dtype == torch.bool or tau.is_complex():
+            raise TypeError(f"tau must be a real number or a 0-d real tensor, got a {tau.dtype} tensor")
+        if tau.requires_grad:
+            raise ValueError("tau must not require grad: the ops give no gradient for tau (pass tau.detach())")
+        if plain_eager(tau.detach()):  # a Parameter or buffer too
+            return _check_tau_value(tau.item()), None
+        return 1.0, tau
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
+        raise TypeError(f"tau must be a real number or a 0-d tensor, got {type(tau).__name__}")
+    return _check_tau_value(tau), None
+
+
+def tau_value(tau, tau_tensor):
+    """The float tau an operator runs with: ``tau``, or the value of the 0-d ``tau_tensor`` (checked here, when the
+    compiled operator runs) that ``check_tau`` passed on."""
+    return tau if tau_tensor is None else _check_tau_value(tau_tensor.item())
+
+
+def _checked_tau_implementation(tau):
+    _check_tau_value(tau.item())
+    return tau.clone()
+
+
+_checked_tau = define("checked_tau(Tensor tau) -> Tensor", _checked_tau_implementation,
+                      lambda tau: torch.empty_like(tau))
+
+
+def reference_tau(tau, tau_tensor):
+    """tau for the reference functions: the float, or the 0-d tensor through an operator that checks its value when
+    the compiled graph runs."""
+    return tau if tau_tensor is None else _checked_tau(tau_tensor)
 
 
 def check_choice(name, value, choices):
@@ -99,6 +142,12 @@ def check_weights(weights, n_scales):
     for w in weights:
         if isinstance(w, bool) or not isinstance(w, numbers.Real):
             raise TypeError(f"weights must hold real numbers, got {w!r}")
-        if not math.isfinite(w):
-            raise ValueError(f"weights must be finite, got {w}")
-    return tuple(float(w) for w in weights)
+    return check_weight_values(weights)
+
+
+def check_weight_values(values):
+    """The weights' values (floats), each finite and >= 0 (a negative weight would make the loss negative)."""
+    for w in values:
+        if not math.isfinite(w) or w < 0:
+            raise ValueError(f"weights must be finite and >= 0, got {w} in {tuple(values)}")
+    return tuple(float(w) for w in values)

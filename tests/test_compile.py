@@ -37,7 +37,9 @@ def test_opcheck_spectral_l1(backend, grads, mode):
 def test_opcheck_spectral_kl(backend, grads):
     device = device_of(backend)
     x, y = randn((3, 20, 5), torch.float32, device), randn((3, 20, 5), torch.float32, device)
-    torch.library.opcheck(torch.ops.ddkernels.spectral_kl.default, (x, y, 1, 0.5, backend, *grads))
+    torch.library.opcheck(torch.ops.ddkernels.spectral_kl.default, (x, y, 1, 0.5, None, backend, *grads))
+    tau = torch.tensor(0.5, dtype=torch.float64)  # a 0-d tensor tau, as a compiled call passes it
+    torch.library.opcheck(torch.ops.ddkernels.spectral_kl.default, (x, y, 1, 1.0, tau, backend, *grads))
 
 
 @pytest.mark.parametrize("backend", kernel_backends(pairwise_skl.KERNELS))
@@ -45,10 +47,12 @@ def test_opcheck_spectral_kl(backend, grads):
 def test_opcheck_pairwise(backend, compute_grad):
     device = device_of(backend)
     x = randn((5, 3, 7), torch.float32, device).requires_grad_(compute_grad)
-    torch.library.opcheck(torch.ops.ddkernels.pairwise_skl_diversity.default, (x, 0.7, backend, compute_grad))
-    torch.library.opcheck(torch.ops.ddkernels.pairwise_skl_matrix.default, (x, 0.7, backend))
-    torch.library.opcheck(torch.ops.ddkernels.pairwise_skl_matrix_backward.default,
-                          (x.detach(), 0.7, randn((5, 5), torch.float32, device), backend))
+    for tau, tau_tensor in ((0.7, None), (1.0, torch.tensor(0.7))):  # a float, or a 0-d tensor as compiled calls
+        torch.library.opcheck(torch.ops.ddkernels.pairwise_skl_diversity.default,
+                              (x, tau, tau_tensor, backend, compute_grad))
+        torch.library.opcheck(torch.ops.ddkernels.pairwise_skl_matrix.default, (x, tau, tau_tensor, backend))
+        torch.library.opcheck(torch.ops.ddkernels.pairwise_skl_matrix_backward.default,
+                              (x.detach(), tau, tau_tensor, randn((5, 5), torch.float32, device), backend))
 
 
 class _Student(torch.nn.Module):
@@ -130,3 +134,28 @@ def test_backward_fills_no_zero_gradients(backend, name):
             (loss * 1.5).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     assert not [op for op in record.ops if "zero" in op or "fill" in op], record.ops
+
+
+def _tau_losses(pred, teacher, tau):
+    return (ddkernels.spectral_kl_loss(pred, teacher, tau=tau) + 0.1 * ddkernels.pairwise_skl_diversity(pred, tau=tau)
+            + 0.01 * ddkernels.pairwise_skl_matrix(pred, tau=tau).sum())
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"] + kernel_backends(pairwise_skl.KERNELS))
+def test_compiled_tensor_tau(backend):
+    """A 0-d tensor tau is a graph input under torch.compile(fullgraph=True): its value is read when the graph runs
+    (a new value needs no recompile and is not baked in), and a bad one is refused then."""
+    device = device_of(backend)
+    pred = randn((4, 16, 3), torch.float32, device).requires_grad_()
+    teacher = randn((4, 16, 3), torch.float32, device)
+    torch._dynamo.reset()
+    with ddkernels.use_backend(backend):
+        compiled = torch.compile(_tau_losses, fullgraph=True)
+        for value in (0.6, 0.9):
+            eager = _tau_losses(pred, teacher, value)
+            (eager_grad,) = torch.autograd.grad(eager, pred)
+            loss = compiled(pred, teacher, torch.tensor(value))
+            (grad,) = torch.autograd.grad(loss, pred)
+            assert rel_error(loss, eager) < 1e-5 and rel_error(grad, eager_grad) < 1e-4
+        with pytest.raises(ValueError, match="tau must be finite and > 0, got -1.0"):
+            compiled(pred, teacher, torch.tensor(-1.0))

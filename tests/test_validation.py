@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import ddkernels
+from helpers import kernel_backends
 
 X = torch.randn(2, 16, 3)
 Y = torch.randn(2, 16, 3)
@@ -78,12 +79,44 @@ def test_bad_tau_values(tau):
         ddkernels.pairwise_skl_matrix(X, tau=tau)
 
 
-@pytest.mark.parametrize("tau", ["1", None, True])
+@pytest.mark.parametrize("tau", ["1", None, True, torch.tensor(True), torch.tensor(1 + 1j)])
 def test_bad_tau_types(tau):
     with pytest.raises(TypeError, match="tau must be a real number"):
         ddkernels.spectral_kl_loss(X, Y, tau=tau)
     with pytest.raises(TypeError, match="tau must be a real number"):
         ddkernels.pairwise_skl_diversity(X, tau=tau)
+    with pytest.raises(TypeError, match="tau must be a real number"):
+        ddkernels.pairwise_skl_matrix(X, tau=tau)
+
+
+TAU_OPS = [("spectral_kl_loss", lambda tau: ddkernels.spectral_kl_loss(X, Y, tau=tau)),
+           ("pairwise_skl_diversity", lambda tau: ddkernels.pairwise_skl_diversity(X, tau=tau)),
+           ("pairwise_skl_matrix", lambda tau: ddkernels.pairwise_skl_matrix(X, tau=tau)),
+           ("SpectralKLLoss", lambda tau: ddkernels.nn.SpectralKLLoss(tau=tau)(X, Y)),
+           ("PairwiseSKLDiversity", lambda tau: ddkernels.nn.PairwiseSKLDiversity(tau=tau)(X))]
+
+
+@pytest.mark.parametrize("name,call", TAU_OPS, ids=[name for name, _ in TAU_OPS])
+@pytest.mark.parametrize("backend", kernel_backends(("triton", "cpu")) + ["reference"])
+def test_tau_as_a_0d_tensor(name, call, backend):
+    """A temperature held in a 0-d tensor (float32, float64 or integer) gives what the number gives."""
+    with ddkernels.use_backend(backend):
+        expected = call(0.7)
+        for tau in (torch.tensor(0.7), torch.tensor(0.7, dtype=torch.float64), torch.nn.Parameter(
+                torch.tensor(0.7), requires_grad=False)):
+            assert torch.allclose(call(tau), expected, rtol=1e-6, atol=0), tau
+        assert torch.equal(call(torch.tensor(2)), call(2.0))
+
+
+@pytest.mark.parametrize("name,call", TAU_OPS, ids=[name for name, _ in TAU_OPS])
+def test_bad_tau_tensors(name, call):
+    for value in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="tau must be finite and > 0"):
+            call(torch.tensor(value))
+    with pytest.raises(ValueError, match=r"tau must be a number or a 0-d tensor, got a tensor of shape \(1,\)"):
+        call(torch.tensor([0.5]))
+    with pytest.raises(ValueError, match="tau must not require grad"):
+        call(torch.tensor(0.5, requires_grad=True))
 
 
 @pytest.mark.parametrize("op", [ddkernels.pairwise_skl_diversity, ddkernels.pairwise_skl_matrix])
@@ -119,3 +152,37 @@ class TestMultiscaleArguments:
     def test_bad_weights(self, backend, weights, error):
         with ddkernels.use_backend(backend), pytest.raises(error, match="weights"):
             ddkernels.multiscale_mse_loss(X, Y, scales=(1, 2), weights=weights)
+
+    @pytest.mark.parametrize("values", [(0.5, -0.25), (-1.0, 1.0), (1.0, math.nan), (math.inf, 1.0),
+                                        (1.0, -math.inf)])
+    @pytest.mark.parametrize("kind", ["tuple", "list", "tensor", "parameter", "float64 tensor"])
+    def test_negative_or_non_finite_weights(self, backend, values, kind):
+        """A negative weight would make the loss negative: refused as floats and as a CPU tensor (whose values the
+        C++ launcher and the reference read anyway)."""
+        weights = {"tuple": tuple(values), "list": list(values), "tensor": torch.tensor(values),
+                   "parameter": torch.nn.Parameter(torch.tensor(values)),
+                   "float64 tensor": torch.tensor(values, dtype=torch.float64)}[kind]
+        with ddkernels.use_backend(backend), pytest.raises(ValueError, match=r"weights must be finite and >= 0"):
+            ddkernels.multiscale_mse_loss(X, Y, scales=(1, 2), weights=weights)
+        with ddkernels.use_backend(backend), pytest.raises(ValueError, match=r"weights must be finite and >= 0"):
+            ddkernels.nn.MultiScaleMSELoss(scales=(1, 2), weights=weights)(X, Y)
+
+    def test_zero_weights_are_accepted(self, backend):
+        with ddkernels.use_backend(backend):
+            loss = ddkernels.multiscale_mse_loss(X, Y, scales=(1, 2), weights=(0.0, 1.0))
+            expected = ddkernels.multiscale_mse_loss(X, Y, scales=(2,), weights=(1.0,))
+            assert torch.allclose(loss, expected, rtol=1e-6)
+            assert torch.allclose(ddkernels.multiscale_mse_loss(X, Y, scales=(1, 2), weights=torch.zeros(2)),
+                                  torch.zeros(()))
+
+
+def test_negative_weights_in_a_compiled_cpu_call():
+    """Under torch.compile the C++ launcher still checks a weight tensor's values as it reads them."""
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, y, w: ddkernels.multiscale_mse_loss(x, y, scales=(1, 2), weights=w),
+                             fullgraph=True)
+    with ddkernels.use_backend("cpu"):
+        good = compiled(X, Y, torch.tensor([0.3, 0.7]))
+        assert torch.allclose(good, ddkernels.multiscale_mse_loss(X, Y, scales=(1, 2), weights=(0.3, 0.7)))
+        with pytest.raises(ValueError, match=r"weights must be finite and >= 0, got -0.5"):
+            compiled(X, Y, torch.tensor([0.3, -0.5]))

@@ -10,8 +10,9 @@ from torch import Tensor
 from ddkernels import reference
 from ddkernels._backend import launchers, resolve
 from ddkernels._tensors import accumulate_dtype
-from ddkernels._validation import check_length, check_pair, check_scales, check_weights, normalize_dim
-from ddkernels.ops._library import define, scale_gradient
+from ddkernels._validation import (check_length, check_pair, check_scales, check_weight_values, check_weights,
+                                   normalize_dim)
+from ddkernels.ops._library import define, plain_eager, scale_gradient
 
 KERNELS = ("triton", "cpu")
 
@@ -33,12 +34,16 @@ def multiscale_mse_loss(input, target, dim=1, scales=(1, 2, 4, 8), weights=None)
     weights = check_weights(weights, len(scales))
     check_length("input", input.shape[dim], max(scales), f"multiscale_mse_loss with scales up to {max(scales)}")
     backend = resolve("multiscale_mse_loss", input.device, KERNELS)
-    if backend == "reference":
-        return reference.multiscale_mse_loss(input, target, dim, scales, weights)
     weight_tensor = weights if isinstance(weights, Tensor) else None
-    # A weight tensor on the input's device goes to the kernels as it is (no host read); floats as floats.
+    if backend == "reference":
+        if weight_tensor is not None and plain_eager(weight_tensor.detach()):  # a Parameter too
+            check_weight_values(weight_tensor.detach().tolist())
+        return reference.multiscale_mse_loss(input, target, dim, scales, weights)
+    # A weight tensor on the input's device goes to the kernels as it is (no host read: the C++ launcher checks its
+    # values as it reads them, the Triton kernels read them on the GPU unchecked); floats as floats.
     on_device = weight_tensor is not None and weight_tensor.device == input.device
-    weight_values = [] if on_device else list(weights if weight_tensor is None else weight_tensor.detach().tolist())
+    weight_values = [] if on_device else list(weights if weight_tensor is None else
+                                              check_weight_values(weight_tensor.detach().tolist()))
     compute_grad = torch.is_grad_enabled() and (input.requires_grad or target.requires_grad)
     loss, per_scale, _ = _multiscale_mse(input, target, dim, list(scales), weight_values,
                                          weight_tensor.detach() if on_device else None, backend, compute_grad)

@@ -13,7 +13,7 @@ import torch
 from ddkernels import reference
 from ddkernels._backend import launchers, resolve
 from ddkernels._tensors import accumulate_dtype
-from ddkernels._validation import check_float_tensor, check_tau
+from ddkernels._validation import check_float_tensor, check_tau, reference_tau, tau_value
 from ddkernels.ops._library import define, scale_gradient
 
 KERNELS = ("triton", "cpu")
@@ -33,28 +33,28 @@ def pairwise_skl_diversity(x, tau=1.0):
 
     Returns a 0-d tensor (float32 for half inputs). NaN or inf in the data propagate.
     """
-    tau = _check_samples(x, tau)
+    tau, tau_tensor = _check_samples(x, tau)
     backend = resolve("pairwise_skl_diversity", x.device, KERNELS)
     if backend == "reference":
-        return reference.pairwise_skl_diversity(x, tau)
-    loss, _ = _diversity(x, tau, backend, torch.is_grad_enabled() and x.requires_grad)
+        return reference.pairwise_skl_diversity(x, reference_tau(tau, tau_tensor))
+    loss, _ = _diversity(x, tau, tau_tensor, backend, torch.is_grad_enabled() and x.requires_grad)
     return loss
 
 
 def pairwise_skl_matrix(x, tau=1.0):
     """The [S, S] symmetric-KL matrix D between the samples' temperature softmaxes (diagnostics)."""
-    tau = _check_samples(x, tau)
+    tau, tau_tensor = _check_samples(x, tau)
     backend = resolve("pairwise_skl_matrix", x.device, KERNELS)
     if backend == "reference":
-        return reference.pairwise_skl_matrix(x, tau)
-    return _matrix(x, tau, backend)
+        return reference.pairwise_skl_matrix(x, reference_tau(tau, tau_tensor))
+    return _matrix(x, tau, tau_tensor, backend)
 
 
-def _diversity_implementation(x, tau, backend, compute_grad):
-    return launchers(backend, "pairwise_skl").pairwise_skl_diversity(x, tau, compute_grad)
+def _diversity_implementation(x, tau, tau_tensor, backend, compute_grad):
+    return launchers(backend, "pairwise_skl").pairwise_skl_diversity(x, tau_value(tau, tau_tensor), compute_grad)
 
 
-def _diversity_fake(x, tau, backend, compute_grad):
+def _diversity_fake(x, tau, tau_tensor, backend, compute_grad):
     acc = accumulate_dtype(x.dtype)
     grad = torch.empty(x.shape, dtype=acc, device=x.device) if compute_grad else x.new_empty(0, dtype=acc)
     return x.new_empty((), dtype=acc), grad
@@ -65,51 +65,54 @@ def _diversity_setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(grad)
     ctx.set_materialize_grads(False)  # no zero-filled gradients for the non-differentiable outputs
     ctx.save_for_backward(grad)
-    ctx.dtype, ctx.backend = inputs[0].dtype, inputs[2]
+    ctx.dtype, ctx.backend = inputs[0].dtype, inputs[3]
 
 
 def _diversity_backward(ctx, grad_loss, grad_grad):
     if grad_loss is None:  # the loss took no part in what is differentiated
-        return None, None, None, None
+        return None, None, None, None, None
     (grad,) = ctx.saved_tensors
-    return scale_gradient(grad, grad_loss, ctx.dtype, ctx.backend), None, None, None
+    return scale_gradient(grad, grad_loss, ctx.dtype, ctx.backend), None, None, None, None
 
 
+# tau_tensor: a 0-d tensor tau under tracing (then tau is a placeholder), read when the operator runs; else None.
 _diversity = define(
-    "pairwise_skl_diversity(Tensor x, float tau, str backend, bool compute_grad) -> (Tensor, Tensor)",
+    "pairwise_skl_diversity(Tensor x, float tau, Tensor? tau_tensor, str backend, bool compute_grad) -> "
+    "(Tensor, Tensor)",
     _diversity_implementation, _diversity_fake, _diversity_setup_context, _diversity_backward)
 
 
-def _matrix_backward_implementation(x, tau, grad_d, backend):
-    return launchers(backend, "pairwise_skl").pairwise_skl_matrix_backward(x, tau, grad_d)
+def _matrix_backward_implementation(x, tau, tau_tensor, grad_d, backend):
+    return launchers(backend, "pairwise_skl").pairwise_skl_matrix_backward(x, tau_value(tau, tau_tensor), grad_d)
 
 
-def _matrix_backward_fake(x, tau, grad_d, backend):
+def _matrix_backward_fake(x, tau, tau_tensor, grad_d, backend):
     return torch.empty(x.shape, dtype=x.dtype, device=x.device)
 
 
-_matrix_backward = define("pairwise_skl_matrix_backward(Tensor x, float tau, Tensor grad_d, str backend) -> Tensor",
-                          _matrix_backward_implementation, _matrix_backward_fake)
+_matrix_backward = define(
+    "pairwise_skl_matrix_backward(Tensor x, float tau, Tensor? tau_tensor, Tensor grad_d, str backend) -> Tensor",
+    _matrix_backward_implementation, _matrix_backward_fake)
 
 
-def _matrix_implementation(x, tau, backend):
-    return launchers(backend, "pairwise_skl").pairwise_skl_matrix(x, tau)
+def _matrix_implementation(x, tau, tau_tensor, backend):
+    return launchers(backend, "pairwise_skl").pairwise_skl_matrix(x, tau_value(tau, tau_tensor))
 
 
-def _matrix_fake(x, tau, backend):
+def _matrix_fake(x, tau, tau_tensor, backend):
     return x.new_empty((x.shape[0], x.shape[0]), dtype=accumulate_dtype(x.dtype))
 
 
 def _matrix_setup_context(ctx, inputs, output):
-    x, tau, backend = inputs
-    ctx.save_for_backward(x)
+    x, tau, tau_tensor, backend = inputs
+    ctx.save_for_backward(x, tau_tensor)
     ctx.tau, ctx.backend = tau, backend
 
 
 def _matrix_autograd_backward(ctx, grad_d):
-    (x,) = ctx.saved_tensors
-    return _matrix_backward(x, ctx.tau, grad_d, ctx.backend), None, None
+    x, tau_tensor = ctx.saved_tensors
+    return _matrix_backward(x, ctx.tau, tau_tensor, grad_d, ctx.backend), None, None, None
 
 
-_matrix = define("pairwise_skl_matrix(Tensor x, float tau, str backend) -> Tensor", _matrix_implementation,
-                 _matrix_fake, _matrix_setup_context, _matrix_autograd_backward)
+_matrix = define("pairwise_skl_matrix(Tensor x, float tau, Tensor? tau_tensor, str backend) -> Tensor",
+                 _matrix_implementation, _matrix_fake, _matrix_setup_context, _matrix_autograd_backward)

@@ -8,7 +8,7 @@
 """
 from ddkernels import reference
 from ddkernels._backend import launchers, resolve
-from ddkernels._validation import check_length, check_pair, check_tau, normalize_dim
+from ddkernels._validation import check_length, check_pair, check_tau, normalize_dim, reference_tau, tau_value
 from ddkernels.ops import _spectral
 from ddkernels.ops._library import define
 
@@ -22,33 +22,35 @@ def spectral_kl_loss(student, teacher, dim=1, tau=0.5):
     """
     student, teacher = check_pair("student", student, "teacher", teacher)
     dim = normalize_dim(dim, student.ndim)
-    tau = check_tau(tau)
+    tau, tau_tensor = check_tau(tau)
     check_length("student", student.shape[dim], 2, "spectral_kl_loss")
     backend = resolve("spectral_kl_loss", student.device, KERNELS)
     if backend == "reference":
-        return reference.spectral_kl_loss(student, teacher, dim, tau)
-    loss, _ = _spectral_kl(student, teacher, dim, tau, backend, _spectral.needs_grad(student),
+        return reference.spectral_kl_loss(student, teacher, dim, reference_tau(tau, tau_tensor))
+    loss, _ = _spectral_kl(student, teacher, dim, tau, tau_tensor, backend, _spectral.needs_grad(student),
                            _spectral.needs_grad(teacher))
     return loss
 
 
-def _implementation(student, teacher, dim, tau, backend, grad_student, grad_teacher):
-    return launchers(backend, "spectral").spectral_kl(student, teacher, dim, tau, grad_student, grad_teacher)
+def _implementation(student, teacher, dim, tau, tau_tensor, backend, grad_student, grad_teacher):
+    return launchers(backend, "spectral").spectral_kl(student, teacher, dim, tau_value(tau, tau_tensor), grad_student,
+                                                      grad_teacher)
 
 
-def _fake(student, teacher, dim, tau, backend, grad_student, grad_teacher):
+def _fake(student, teacher, dim, tau, tau_tensor, backend, grad_student, grad_teacher):
     return _spectral.fake_output(student, grad_student, grad_teacher, difference=False)
 
 
 def _setup_context(ctx, inputs, output):
-    student, _, _, _, backend, _, _ = inputs
+    student, _, _, _, _, backend, _, _ = inputs
     _spectral.setup_context(ctx, student, backend, output[1], difference=False)
 
 
 def _backward(ctx, grad_loss, grad_grads):
-    return (*_spectral.backward(ctx, grad_loss), None, None, None, None, None)
+    return (*_spectral.backward(ctx, grad_loss), None, None, None, None, None, None)
 
 
+# tau_tensor: a 0-d tensor tau under tracing (then tau is a placeholder), read when the operator runs; else None.
 _spectral_kl = define(
-    "spectral_kl(Tensor student, Tensor teacher, int dim, float tau, str backend, bool grad_student, "
-    "bool grad_teacher) -> (Tensor, Tensor)", _implementation, _fake, _setup_context, _backward)
+    "spectral_kl(Tensor student, Tensor teacher, int dim, float tau, Tensor? tau_tensor, str backend, "
+    "bool grad_student, bool grad_teacher) -> (Tensor, Tensor)", _implementation, _fake, _setup_context, _backward)
