@@ -18,15 +18,39 @@ KERNELS = ("triton", "cpu")
 
 
 def multiscale_mse_loss(input, target, dim=1, scales=(1, 2, 4, 8), weights=None):
-    """Sum over scales s of w_s * MSE between average-pooled (kernel = stride = s) input and target along ``dim``.
+    """Multi-scale pooling MSE (TimeDistill's multi-scale temporal term): the weighted sum over scales of the MSE
+    between input and target average-pooled over blocks of s steps along ``dim``.
+
+        loss = sum_s w_s * mean_b (p_sb)^2,   p_sb = mean of (input - target) over block b of s steps along dim
+
+    That is ``sum_s w_s * F.mse_loss(avg_pool(input, s), avg_pool(target, s))`` with kernel = stride = s, in one
+    pass; the gradient (for input and target) is computed in the forward pass.
 
     Args:
-        input, target: floating tensors of one shape, time along ``dim`` (typically [B, T, C]).
-        dim: the time axis.
-        scales: 1 to 8 distinct positive ints; a trailing remainder of T % s steps is dropped per scale.
-        weights: one weight per scale (floats or a 1-d tensor, differentiable); default 1/len(scales) each.
+        input, target: real floating tensors of one shape and device, time along ``dim`` (typically [B, T, C]); of
+            different floating dtypes they are promoted to a common one.
+        dim: the time axis (negative counts from the end). Its length must be at least ``max(scales)``.
+        scales: 1 to 8 distinct positive ints; a trailing remainder of T % s steps is dropped at scale s.
+        weights: one finite weight >= 0 per scale: floats, or a 1-d floating tensor of shape [len(scales)]
+            (differentiable: learnable scale weights get a gradient). Default: 1 / len(scales) each. A weight tensor
+            on a CUDA input's device is read by the Triton kernels on the GPU, not checked on the host (that would
+            be a sync): there, keeping it >= 0 is the caller's part.
 
-    Returns a 0-d tensor (float32 for half inputs). NaN or inf in the data propagate into the loss and gradient.
+    Returns:
+        A 0-d tensor: input's dtype, float32 for float16 and bfloat16 inputs (computed in float32). NaN or inf in the
+        data propagate into the loss and the gradient.
+
+    Raises:
+        TypeError or ValueError naming the argument: tensors that are not real floating, or differ in shape or
+        device; a bad ``dim``, ``scales`` or ``weights`` (negative or non-finite weights included); a time axis
+        shorter than the largest scale.
+
+    Example::
+
+        >>> x, y = torch.randn(8, 96, 7), torch.randn(8, 96, 7)
+        >>> loss = ddkernels.multiscale_mse_loss(x, y, dim=1, scales=(1, 2, 4), weights=(0.5, 0.3, 0.2))
+        >>> loss.shape
+        torch.Size([])
     """
     input, target = check_pair("input", input, "target", target)
     dim = normalize_dim(dim, input.ndim)

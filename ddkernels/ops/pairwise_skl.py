@@ -29,9 +29,34 @@ def _check_samples(x, tau):
 
 
 def pairwise_skl_diversity(x, tau=1.0):
-    """Mean over ordered pairs of samples i != j of exp(-symmetric KL(softmax(x_i/tau), softmax(x_j/tau))).
+    """Pairwise softmax symmetric-KL diversity (DDTime's inter-sample information bottleneck): the mean over ordered
+    pairs of samples i != j of exp(-D_ij), D_ij the symmetric KL between the samples' temperature softmaxes.
 
-    Returns a 0-d tensor (float32 for half inputs). NaN or inf in the data propagate.
+        p_i = softmax(x_i / tau) over the flattened sample i,   D_ij = sum_k (p_ik - p_jk) (log p_ik - log p_jk)
+        diversity = sum_{i != j} exp(-D_ij) / (S (S - 1))
+
+    Near 1 when the samples are alike, near 0 when they differ: minimizing it pushes samples apart. Computed at
+    O(S * L) memory (no [S, S, L] tensor), in float64 inside the kernels; the gradient is computed in the forward.
+
+    Args:
+        x: a real floating tensor [S, ...] of S >= 2 samples along dim 0 (each sample flattened: L elements).
+        tau: the softmax temperature, finite and > 0: a number, or a 0-d tensor that does not require grad (no
+            gradient flows to tau); in eager mode a tensor is read once per call (a sync for a CUDA tensor), under
+            torch.compile it is a graph input read when the graph runs.
+
+    Returns:
+        A 0-d tensor: x's dtype, float32 for float16 and bfloat16 inputs. NaN or inf in the data propagate.
+
+    Raises:
+        TypeError or ValueError naming the argument: ``x`` not a real floating tensor, empty, of fewer than 2 dims
+        or 2 samples; a bad ``tau``.
+
+    Example::
+
+        >>> synthetic = torch.randn(16, 96, 7, requires_grad=True)
+        >>> ddkernels.pairwise_skl_diversity(synthetic, tau=1.0).backward()
+        >>> synthetic.grad.shape
+        torch.Size([16, 96, 7])
     """
     tau, tau_tensor = _check_samples(x, tau)
     backend = resolve("pairwise_skl_diversity", x.device, KERNELS)
@@ -42,7 +67,30 @@ def pairwise_skl_diversity(x, tau=1.0):
 
 
 def pairwise_skl_matrix(x, tau=1.0):
-    """The [S, S] symmetric-KL matrix D between the samples' temperature softmaxes (diagnostics)."""
+    """The [S, S] matrix D of symmetric KL divergences between the samples' temperature softmaxes (for diagnostics;
+    ``pairwise_skl_diversity`` is the loss built on it).
+
+        p_i = softmax(x_i / tau) over the flattened sample i,   D_ij = sum_k (p_ik - p_jk) (log p_ik - log p_jk)
+
+    D is symmetric with a zero diagonal. Differentiable (the backward is its own kernel).
+
+    Args:
+        x: a real floating tensor [S, ...] of S >= 2 samples along dim 0 (each sample flattened).
+        tau: the softmax temperature, finite and > 0: a number or a 0-d tensor that does not require grad (as in
+            ``pairwise_skl_diversity``).
+
+    Returns:
+        An [S, S] tensor: x's dtype, float32 for float16 and bfloat16 inputs.
+
+    Raises:
+        TypeError or ValueError naming the argument, as ``pairwise_skl_diversity``.
+
+    Example::
+
+        >>> d = ddkernels.pairwise_skl_matrix(torch.randn(4, 96, 7), tau=0.5)
+        >>> d.shape, bool((d.diagonal().abs() < 1e-6).all())
+        (torch.Size([4, 4]), True)
+    """
     tau, tau_tensor = _check_samples(x, tau)
     backend = resolve("pairwise_skl_matrix", x.device, KERNELS)
     if backend == "reference":

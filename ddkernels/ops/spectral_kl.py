@@ -16,9 +16,36 @@ KERNELS = ("triton", "cpu")
 
 
 def spectral_kl_loss(student, teacher, dim=1, tau=0.5):
-    """KL(teacher || student) between temperature softmaxes of the rFFT amplitude spectra along ``dim``.
+    """Spectral KL (TimeDistill's multi-period term): KL(teacher || student) between the temperature softmaxes of
+    the rFFT amplitude spectra along ``dim``, over the bins 1 .. T // 2 (the mean, bin 0, left out).
 
-    Returns a 0-d tensor (float32 for half inputs). NaN or inf in the data propagate as torch.fft's would.
+        A(x) = |torch.fft.rfft(x, dim=dim)| over bins 1 .. T//2
+        p = softmax(A(teacher) / tau),  q = softmax(A(student) / tau)   (over the bins)
+        loss = mean over every element of p * (log p - log q)      (F.kl_div(log q, log p, reduction="mean"))
+
+    The gradient (for student and teacher) is computed in the forward pass.
+
+    Args:
+        student, teacher: real floating tensors of one shape and device, time along ``dim`` (typically [B, T, C]), at
+            least 2 steps long; of different floating dtypes they are promoted to a common one.
+        dim: the time axis (negative counts from the end).
+        tau: the softmax temperature, finite and > 0: a number, or a 0-d tensor that does not require grad (no
+            gradient flows to tau). In eager mode a tensor is read once per call (a host sync for a CUDA tensor; a
+            CPU tensor costs nothing); under torch.compile it is a graph input, read when the graph runs.
+
+    Returns:
+        A 0-d tensor: student's dtype, float32 for float16 and bfloat16 inputs. NaN or inf in the data propagate as
+        torch.fft's would.
+
+    Raises:
+        TypeError or ValueError naming the argument: tensors that are not real floating, or differ in shape or
+        device; a bad ``dim`` or ``tau``; a time axis of fewer than 2 steps.
+
+    Example::
+
+        >>> student, teacher = torch.randn(8, 96, 7), torch.randn(8, 96, 7)
+        >>> ddkernels.spectral_kl_loss(student, teacher, dim=1, tau=torch.tensor(0.5)).shape
+        torch.Size([])
     """
     student, teacher = check_pair("student", student, "teacher", teacher)
     dim = normalize_dim(dim, student.ndim)

@@ -20,9 +20,36 @@ NORMS = ("backward", "ortho", "forward")
 
 
 def spectral_l1_loss(input, target, dim=1, mode="complex", norm="backward"):
-    """Mean L1 distance between the rFFT spectra (mode "complex") or their magnitudes ("amplitude") along ``dim``.
+    """Spectral L1 alignment (DDTime / FreDF frequency term): the mean L1 distance between the rFFT spectra of input
+    and target along ``dim``.
 
-    Returns a 0-d tensor (float32 for half inputs). NaN or inf in the data propagate as torch.fft's would.
+        mode "complex":    loss = mean_k |F(input)_k - F(target)_k|
+        mode "amplitude":  loss = mean_k ||F(input)_k| - |F(target)_k||,    F = torch.fft.rfft(., dim=dim, norm=norm)
+
+    The mean runs over every frequency bin (T // 2 + 1 of them) and every other position. The gradient (for input
+    and target) is computed in the forward pass.
+
+    Args:
+        input, target: real floating tensors of one shape and device, time along ``dim`` (typically [B, T, C]), at
+            least 2 steps long; of different floating dtypes they are promoted to a common one.
+        dim: the time axis (negative counts from the end).
+        mode: "complex" (complex difference) or "amplitude" (difference of the magnitudes, phase ignored).
+        norm: torch.fft's normalization of the forward transform: "backward" (none), "ortho" (1/sqrt(T)) or
+            "forward" (1/T).
+
+    Returns:
+        A 0-d tensor: input's dtype, float32 for float16 and bfloat16 inputs. NaN or inf in the data propagate as
+        torch.fft's would.
+
+    Raises:
+        TypeError or ValueError naming the argument: tensors that are not real floating, or differ in shape or
+        device; a bad ``dim``, ``mode`` or ``norm``; a time axis of fewer than 2 steps.
+
+    Example::
+
+        >>> x, y = torch.randn(8, 96, 7), torch.randn(8, 96, 7)
+        >>> ddkernels.spectral_l1_loss(x, y, dim=1, mode="amplitude", norm="ortho").shape
+        torch.Size([])
     """
     input, target = check_pair("input", input, "target", target)
     dim = normalize_dim(dim, input.ndim)
