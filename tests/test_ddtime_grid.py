@@ -1,0 +1,59 @@
+"""benchmarks/ddtime_grid.py's bookkeeping: cells, the random -> full share, the seed-aligned summary and the
+markdown table (the runs themselves are ddkernels distill, tested in test_trainers.py)."""
+import argparse
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "ddtime_grid.py"
+_spec = importlib.util.spec_from_file_location("ddtime_grid", _PATH)
+grid = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(grid)
+
+
+def test_share_of_the_gap():
+    assert grid.share(1.0, 0.4, 0.4) == 1.0
+    assert grid.share(1.0, 1.0, 0.4) == 0.0
+    assert grid.share(1.0, 1.3, 0.4) == pytest.approx(-0.5)
+    assert math.isnan(grid.share(0.4, 0.4, 0.5))  # full data no better than random windows: no gap to share
+
+
+def test_windows_parse_and_refuse():
+    assert grid.parse_window("96:336") == (96, 336)
+    for bad in ("96", "a:b", "1:5"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--windows"):
+            grid.parse_window(bad)
+
+
+def _rows(seeds_by_method):
+    rows = []
+    for method, seeds in seeds_by_method.items():
+        for seed, mse in seeds.items():
+            rows.append({"data": "d", "seq_len": 96, "pred_len": 96, "samples": 5, "base": "mtt", "seed": seed,
+                         "architecture": "dlinear", "method": method, "mse": mse, "mae": mse})
+    return rows
+
+
+def test_summary_aligns_seeds_and_pairs_the_difference():
+    # seed 2 lacks a full-data result: only seeds 0 and 1 count, for every method
+    rows = _rows({"random": {0: 1.0, 1: 0.8, 2: 0.9}, "base": {0: 0.5, 1: 0.6, 2: 0.1}, "ddtime": {0: 0.4, 1: 0.7, 2: 0.1},
+                  "full": {0: 0.3, 1: 0.4}})
+    summary = grid.summarize(rows)
+    per = summary[("d", 96, 96, 5, "mtt", "dlinear")]
+    assert per == {"random": [1.0, 0.8], "base": [0.5, 0.6], "ddtime": [0.4, 0.7], "full": [0.3, 0.4]}
+    table = grid.markdown(summary, [(("d", (96, 96), 5, "mtt", 2), "not run")])
+    line = [l for l in table.splitlines() if l.startswith("| d |")][0]
+    assert "| 2 | 0.9000 +- 0.1414 |" in line  # two seeds; random's mean and std
+    assert "+0.0000 +- 0.1414" in line  # ddtime - base per seed: -0.1, +0.1
+    assert "0.61 +- 0.15" in line  # base's shares 5/7 and 1/2
+    assert "not run" in table
+
+
+def test_cells_and_folders():
+    args = argparse.Namespace(data=["x.csv", "synthetic:default,channels=321"], windows=[(96, 96)], samples=[5, 20],
+                              bases=["mtt"], seeds=[0, 1], out="o")
+    todo = grid.cells(args)
+    assert len(todo) == 8 and todo[0] == ("x.csv", (96, 96), 5, "mtt", 0)
+    assert grid.cell_dir("o", *todo[-1]) == Path("o/synthetic-default-channels-321/L96-H96/S20/mtt/seed1")
