@@ -44,12 +44,9 @@ SWEEP = {**{f"alpha {alpha}, lambda {lam}": {"alpha": alpha, "lam": lam} for alp
 
 
 def trainer_config(source, seed, trainer_options):
-    parser = argparse.ArgumentParser(prog="ddkernels distill")
-    ddtime.add_arguments(parser)
     data_option = [] if source == "default" else ["--data", source]
-    args = parser.parse_args(["--preset", "quick", *data_option, "--seed", str(seed), "--device", "cpu",
-                              *trainer_options])
-    return ddtime.resolve_config(args)
+    return ddtime.resolve_config(ddtime.keywords_from_argv(["--preset", "quick", *data_option, "--seed", str(seed),
+                                                            "--device", "cpu", *trainer_options]))
 
 
 def variant_terms(config, kept, sweep):
@@ -124,10 +121,10 @@ def run_one(source, seed, trainer_options, kept, sweep, expert_lr, cross, out):
     trajectories = ddtime.expert_trajectories(config, train, Runtime(0, 1, device), shape,
                                               folder / "experts", resume=True)
     terms = variant_terms(config, kept, sweep)
-    runs, seconds = ddtime.distill(config, terms, trajectories, initial_set, device, shape,
+    runs, seconds = ddtime.distill_sets(config, terms, trajectories, initial_set, device, shape,
                                    folder / "distill_state.pt", resume=False)
     if expert_lr:
-        old_runs, old_seconds = ddtime.distill(expert_rate, ddtime.method_terms(expert_rate), trajectories,
+        old_runs, old_seconds = ddtime.distill_sets(expert_rate, ddtime.method_terms(expert_rate), trajectories,
                                                initial_set, device, shape, folder / "distill_state_expert_lr.pt",
                                                resume=False)
         runs.update({f"{method}@expert-lr": run for method, run in old_runs.items()})

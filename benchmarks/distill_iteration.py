@@ -28,11 +28,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    trainer = argparse.ArgumentParser()
-    ddtime.add_arguments(trainer)
     device = torch.device(args.device)
-    config = ddtime.resolve_config(trainer.parse_args(["--preset", "quick", "--device", args.device]
-                                                      + ([] if args.data is None else ["--data", args.data])))
+    config = ddtime.resolve_config(ddtime.keywords_from_argv(["--preset", "quick", "--device", args.device]
+                                                             + ([] if args.data is None else ["--data", args.data])))
     dataset = data.load(config["data"], config["seq_len"], config["pred_len"], seed=config["seed"])
     train = dataset.windows("train", stride=config["stride"]).tensors()
     config["syn_lr"] = ddtime.segment_step_size(config, ddtime.epoch_windows(config, train, "expert"))

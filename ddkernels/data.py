@@ -7,6 +7,7 @@ rows early so their first window is complete. Every split is standardised with t
 constant column, as sklearn's StandardScaler) of the train rows.
 """
 import csv
+import hashlib
 import json
 import math
 import numbers
@@ -166,7 +167,7 @@ def _parse_cell(path, column, row, text):
 
 
 def read_csv(path, seq_len, pred_len):
-    """Read a forecasting CSV. Error messages number the rows from 1 after the header; blank lines are skipped.
+    """Read a forecasting CSV into a ForecastData (splits and standardisation as the module's docstring says). Error messages number the rows from 1 after the header; blank lines are skipped.
 
     numpy's C reader parses the file when every row has the header's number of fields (no quoted commas) and
     every value is a finite number; otherwise the rows are parsed one by one, which names the first bad cell."""
@@ -310,12 +311,96 @@ def parse_synthetic(source):
     return SYNTHETIC_SERIES[name], sizes
 
 
+def array_values(values):
+    """(values, columns) of an in-memory series [time, channels]: float64 numpy values [rows, C] and the column
+    names. ``values`` is a numpy array, a torch tensor (columns "series_0", ...) or a DataFrame-like object with
+    ``.to_numpy()`` and ``.columns`` (its column names; a "date" column, as in a Time-Series-Library CSV, is left
+    out). Raises TypeError for another type or non-numeric values, ValueError for another shape, no rows or a NaN
+    or infinite value (naming the first one's row and column).
+
+    >>> array_values(np.arange(6.0).reshape(3, 2))[1]
+    ('series_0', 'series_1')
+    """
+    columns = None
+    if hasattr(values, "to_numpy") and hasattr(values, "columns"):
+        columns = [str(name) for name in values.columns]
+        array = np.asarray(values.to_numpy())
+        if "date" in columns and array.ndim == 2 and array.shape[1] == len(columns):
+            kept = [i for i, name in enumerate(columns) if name != "date"]
+            array, columns = array[:, kept], [columns[i] for i in kept]
+    elif isinstance(values, torch.Tensor):
+        array = values.detach().cpu()
+        array = (array.double() if array.is_floating_point() else array).numpy()
+    elif isinstance(values, np.ndarray):
+        array = values
+    else:
+        raise TypeError(f"data must be a numpy array, a torch tensor or a DataFrame-like object [time, channels], "
+                        f"got {type(values).__name__}")
+    if array.ndim != 2:
+        raise ValueError(f"data must be 2-d [time, channels], got shape {tuple(array.shape)}"
+                         + ("; a single series is values[:, None]" if array.ndim == 1 else ""))
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"data must have at least one row and one channel, got shape {tuple(array.shape)}")
+    if columns is None:
+        columns = [f"series_{i}" for i in range(array.shape[1])]
+    if array.dtype == object:
+        for column, name in enumerate(columns):
+            try:
+                array[:, column].astype(np.float64)
+            except (TypeError, ValueError):
+                raise TypeError(f"data: column {name!r} is not numeric") from None
+    elif array.dtype.kind not in "iuf":
+        raise TypeError(f"data must hold real numbers, got dtype {array.dtype}")
+    array = np.ascontiguousarray(array, dtype=np.float64)
+    bad = np.argwhere(~np.isfinite(array))
+    if len(bad):
+        row, column = bad[0]
+        raise ValueError(f"data: NaN or infinite value at row {row}, column {columns[column]!r} "
+                         f"({len(bad)} such values)")
+    return array, tuple(columns)
+
+
+def from_array(values, seq_len, pred_len, name="array"):
+    """A ForecastData of an in-memory series [time, channels] (``array_values`` reads and checks it), split 70/10/20
+    by rows and standardised on the train rows like a CSV of another name than ETT*.
+
+    >>> dataset = from_array(np.random.default_rng(0).normal(size=(500, 3)), seq_len=24, pred_len=12)
+    >>> dataset.channels, dataset.columns
+    (3, ('series_0', 'series_1', 'series_2'))
+    """
+    array, columns = array_values(values)
+    return _build(name, columns, array, "ratio", seq_len, pred_len)
+
+
+def is_path(source):
+    """Whether a data source names a file or a synthetic series (a str or os.PathLike) rather than holding one."""
+    return isinstance(source, (str, os.PathLike))
+
+
+def source_label(source):
+    """How a data source is named in checkpoint keys and metrics.json: None (the embedded series), the path or
+    synthetic name as a str, or for an array its shape and a digest of its values and columns (another array
+    makes another label, so a resume on it is refused)."""
+    if source is None or is_path(source):
+        return None if source is None else os.fspath(source)
+    array, columns = array_values(source)
+    digest = hashlib.sha256(array.tobytes() + json.dumps(columns).encode()).hexdigest()[:16]
+    return f"array {array.shape[0]}x{array.shape[1]} sha256:{digest}"
+
+
 def load(source, seq_len, pred_len, seed=0):
-    """The default synthetic series for that seed when ``source`` is None, a named synthetic series
-    (``parse_synthetic``: "synthetic:walk", "synthetic:default,channels=321,rows=26304") for that seed, else the
-    CSV at that path."""
+    """The series ``source`` as a ForecastData, cut into windows of ``seq_len`` inputs and ``pred_len`` targets:
+    the default synthetic series for that seed when ``source`` is None, a named synthetic series
+    (``parse_synthetic``: "synthetic:walk", "synthetic:default,channels=321,rows=26304") for that seed, an
+    in-memory array [time, channels] (``from_array``), else the CSV at that path (``read_csv``).
+
+    >>> dataset = load("synthetic:walk", seq_len=96, pred_len=24)
+    >>> inputs, targets = dataset.windows("train").tensors()   # [N, 96, 7] and [N, 24, 7]
+    """
     if source is None:
         return synthetic(seq_len, pred_len, seed=seed)
+    if not is_path(source):
+        return from_array(source, seq_len, pred_len)
     if isinstance(source, str) and source.startswith("synthetic:"):
         generator, sizes = parse_synthetic(source)
         return generator(seq_len, pred_len, seed=seed, **sizes)
@@ -341,11 +426,19 @@ def save_synthetic_set(path, x, y, meta):
         raise TypeError(f"meta must be JSON-serialisable: {error}") from None
     payload = {"format": SYNTHETIC_SET_FORMAT, "x": x.detach().float().cpu().contiguous(),
                "y": y.detach().float().cpu().contiguous(), "meta": meta_json}
-    torch.save(payload, os.fspath(path))
+    tmp = f"{os.fspath(path)}.tmp"
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # atomic: the file is the old set or the new one
 
 
 def load_synthetic_set(path):
-    """Load a set saved by save_synthetic_set: (TensorDataset of float32 CPU (x, y), meta as JSON decodes it)."""
+    """Load a set saved by save_synthetic_set (``ddkernels distill`` writes ``base_set.pt`` and ``ddtime_set.pt``
+    to its --out): (TensorDataset of float32 CPU (x [S, seq_len, C], y [S, pred_len, C]), meta as JSON
+    decodes it: method, data, columns, step_size, backbone). For example::
+
+        sets, meta = load_synthetic_set("runs/ddtime/ddtime_set.pt")
+        x, y = sets.tensors  # train any forecaster on them, full batch
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such synthetic set file: {path}")

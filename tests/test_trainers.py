@@ -1,4 +1,3 @@
-import argparse
 import importlib.util
 import json
 import math
@@ -277,9 +276,7 @@ def test_distill_sets_change_and_differ(tmp_path):
 def _distill_config(**overrides):
     """The tiny options; tests that draw flat parameters at random pass revin=False (RevIN's affine weights drawn
     near zero divide the forecast by them)."""
-    parser = argparse.ArgumentParser()
-    ddtime_trainer.add_arguments(parser)
-    config = ddtime_trainer.resolve_config(parser.parse_args(DISTILL_TINY[1:]))
+    config = ddtime_trainer.resolve_config(ddtime_trainer.keywords_from_argv(DISTILL_TINY[1:]))
     config.update(syn_lr=0.01)
     config.update(overrides)
     return config
@@ -354,9 +351,7 @@ def test_value_terms_reach_the_set_only_through_the_student_steps():
 
 def test_distill_dlinear_has_revin_unless_no_revin():
     assert _distill_config()["revin"] is True
-    parser = argparse.ArgumentParser()
-    ddtime_trainer.add_arguments(parser)
-    config = ddtime_trainer.resolve_config(parser.parse_args(DISTILL_TINY[1:] + ["--no-revin"]))
+    config = ddtime_trainer.resolve_config(ddtime_trainer.keywords_from_argv(DISTILL_TINY[1:] + ["--no-revin"]))
     assert config["revin"] is False
     assert isinstance(ddtime_trainer.build_backbone("dlinear", _distill_config(), (48, 24, 7)).revin, models.RevIN)
 
@@ -372,9 +367,7 @@ def test_quick_preset_experts_beat_random_windows(source):
     # trajectory matching distils the experts' training, so experts worse than a model trained on S random
     # windows make sets worse than those windows; at the old rate, 0.01, expert 0 ended at test MSE 0.416 on the
     # default series (seed 0) and 0.470 on the walk, against 0.145 and 0.430 for the random windows
-    parser = argparse.ArgumentParser()
-    ddtime_trainer.add_arguments(parser)
-    config = ddtime_trainer.resolve_config(parser.parse_args(
+    config = ddtime_trainer.resolve_config(ddtime_trainer.keywords_from_argv(
         ["--preset", "quick", "--device", "cpu", *([] if source is None else ["--data", source])]))
     dataset = data.load(source, config["seq_len"], config["pred_len"], seed=0)
     train = dataset.windows("train", stride=config["stride"]).tensors()

@@ -20,6 +20,8 @@ import torch
 import torch.distributed as dist
 
 from ddkernels._console import Progress
+from ddkernels.trainers._checkpoints import CheckpointClock, check_key, read_checkpoint, save_atomic
+from ddkernels.trainers._interrupt import Interrupted, stop_requested
 
 
 @dataclass(frozen=True)
@@ -83,10 +85,12 @@ def run_in_runtime(device_name, body):
             dist.destroy_process_group()
 
 
-def preset_options(args, defaults, presets):
-    """The options in force: given explicitly (not None), else the preset's, else the defaults."""
-    options = dict(defaults, **presets[args.preset])
-    options.update({key: value for key, value in vars(args).items() if key in defaults and value is not None})
+def preset_options(values, defaults, presets):
+    """The options in force: ``values`` ({keyword: value}, None where not given) where given, else the preset's
+    (``values["preset"]``), else the defaults; with the options that have no preset (``values``'s others)."""
+    options = dict(defaults, **presets[values["preset"]])
+    options.update({key: value for key, value in values.items() if key in defaults and value is not None})
+    options.update({key: value for key, value in values.items() if key not in defaults})
     return options
 
 
@@ -101,59 +105,17 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def positive_int(text):
-    """argparse type for counts: a positive integer."""
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"{text} is not a positive integer")
-    return value
-
-
-def positive_float(text):
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{text} is not a finite positive number")
-    return value
-
-
-def nonnegative_float(text):
-    value = float(text)
-    if not 0 <= value < float("inf"):
-        raise ValueError(f"{text} is not a finite non-negative number")
-    return value
-
-
-def nonnegative_int(text):
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"{text} is not a non-negative integer")
-    return value
-
-
-def unit_float(text):
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise ValueError(f"{text} is not in [0, 1]")
-    return value
-
-
-positive_int.__name__ = "positive integer"
-positive_float.__name__ = "positive number"
-unit_float.__name__ = "number in [0, 1]"
-nonnegative_float.__name__ = "finite non-negative number"
-nonnegative_int.__name__ = "non-negative integer"
-
-
-def shard_batches(inputs, targets, batch_size, runtime, generator, windows=None):
+def shard_batches(inputs, targets, batch_size, runtime, generator, windows=None, skip=0):
     """This process's share of one shuffled epoch, as (x, y) batches on the runtime's device; with ``windows``, the
-    epoch is the first ``windows`` of the shuffle (a random subset of that size)."""
+    epoch is the first ``windows`` of the shuffle (a random subset of that size). The first ``skip`` batches are
+    left out (an epoch continued from a checkpoint)."""
     order = torch.randperm(len(inputs), generator=generator)[:windows]
     share = len(order) // runtime.world_size
     if share == 0:
         raise ValueError(f"{len(inputs)} training windows cannot be shared out among {runtime.world_size} processes; "
                          "use a smaller --stride or fewer processes")
     mine = order[runtime.rank * share:(runtime.rank + 1) * share]
-    for start in range(0, share, batch_size):
+    for start in range(skip * batch_size, share, batch_size):
         index = mine[start:start + batch_size]
         yield inputs[index].to(runtime.device), targets[index].to(runtime.device)
 
@@ -197,36 +159,31 @@ class FitConfig:
     windows_per_epoch: int = None
 
 
-def save_atomic(obj, path):
-    tmp = Path(f"{path}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def check_key(path, saved, key):
-    if saved.get("key") != key:
-        raise ValueError(f"{path} was written with other options ({saved.get('key')}, now {key}); "
-                         "run without --resume, or with another --out")
-
-
 def fit(model, loss_fn, train, val, config, runtime, checkpoint, description, seed, resume, key):
     """Train ``model`` with Adam on ``loss_fn(module, x, y)``; early stopping on validation MSE.
 
     ``train`` and ``val`` are (inputs, targets) tensor pairs; ``module`` is the model, wrapped in
-    DistributedDataParallel under torchrun. Each epoch ends with a checkpoint (written by process 0), and with
-    ``resume`` a run continues from it (a finished or early-stopped one is loaded without training; a larger
-    ``config.epochs`` than the checkpoint's continues it). ``key`` (a dict of the options that shaped the model)
-    is saved with the checkpoint, and resuming from one written with another key raises. Returns the
-    per-epoch history; the model ends with its best validation weights.
+    DistributedDataParallel under torchrun. Process 0 writes a checkpoint at the end of each epoch, every
+    CHECKPOINT_SECONDS of work within one, and at the step where a stop is requested (SIGINT or SIGTERM, see
+    ``_interrupt``; the processes agree on that step, then raise Interrupted). With ``resume`` a run continues from
+    the checkpoint, within its epoch where it stopped, to the same result as a run never stopped (a finished or
+    early-stopped one is loaded without training; a larger ``config.epochs`` than the checkpoint's continues it).
+    ``key`` (a dict of the options that shaped the model) is saved with the checkpoint, and resuming from one
+    written with another key raises. Returns the per-epoch history; the model ends with its best validation
+    weights.
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    state = {"epoch": 0, "best_val": float("inf"), "best_model": None, "bad_epochs": 0, "history": []}
+    state = {"epoch": 0, "step": 0, "best_val": float("inf"), "best_model": None, "bad_epochs": 0, "history": []}
+    losses = []  # the losses of the epoch's steps so far
     if resume and Path(checkpoint).exists():
-        saved = torch.load(checkpoint, map_location=runtime.device, weights_only=True)
-        check_key(checkpoint, saved, key)
+        saved = read_checkpoint(checkpoint, map_location=runtime.device)
+        check_key(checkpoint, saved, key, {})
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        state = {key: saved[key] for key in state}
+        state.update({name: saved[name] for name in state if name in saved})  # older ones: no step, at epoch ends
+        losses = list(saved["epoch_losses"].unbind()) if "epoch_losses" in saved else []
+        if "rng" in saved:
+            set_rng_state(saved["rng"], runtime.device)
     module = model
     if runtime.distributed:
         module = torch.nn.parallel.DistributedDataParallel(model)
@@ -234,7 +191,16 @@ def fit(model, loss_fn, train, val, config, runtime, checkpoint, description, se
     windows = len(train[0]) if config.windows_per_epoch is None else min(len(train[0]), config.windows_per_epoch)
     steps_per_epoch = -(-(windows // runtime.world_size) // config.batch_size)
     progress = Progress(None, description, total=config.epochs * steps_per_epoch, enabled=runtime.is_main)
-    progress.update(state["epoch"] * steps_per_epoch)
+    progress.update(state["epoch"] * steps_per_epoch + state["step"])
+    clock = CheckpointClock()
+
+    def save():
+        if runtime.is_main:
+            epoch_losses = torch.stack(losses) if losses else torch.empty(0)
+            save_atomic({"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "epoch_losses": epoch_losses, "rng": rng_state(runtime.device), **state}, checkpoint)
+        clock.written()
+
     for epoch in range(state["epoch"], config.epochs):
         if state["bad_epochs"] >= config.patience:
             break
@@ -242,14 +208,21 @@ def fit(model, loss_fn, train, val, config, runtime, checkpoint, description, se
         for group in optimizer.param_groups:
             group["lr"] = config.lr * config.lr_decay ** max(0, epoch - 1)
         model.train()
-        losses = []
-        for x, y in shard_batches(*train, config.batch_size, runtime, generator, config.windows_per_epoch):
+        for x, y in shard_batches(*train, config.batch_size, runtime, generator, config.windows_per_epoch,
+                                  skip=state["step"]):
             loss = loss_fn(module, x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(loss.detach())
+            state["step"] += 1
             progress.update()
+            stop = stop_requested(runtime)
+            if stop or clock.due():
+                save()
+            if stop:
+                progress.close()
+                raise Interrupted(stop)
         val_mse = evaluate(model, *val, runtime)["mse"]
         state["history"].append({"epoch": epoch + 1, "train_loss": float(torch.stack(losses).mean()),
                                  "val_mse": val_mse})
@@ -258,15 +231,28 @@ def fit(model, loss_fn, train, val, config, runtime, checkpoint, description, se
             state.update(best_val=val_mse, best_model=copy.deepcopy(model.state_dict()), bad_epochs=0)
         else:
             state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
-        if runtime.is_main:
-            save_atomic({"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(), **state},
-                        checkpoint)
+        state.update(epoch=epoch + 1, step=0)
+        losses = []
+        save()
     progress.close()
     if state["best_model"] is not None:
         model.load_state_dict(state["best_model"])
     barrier(runtime)
     return state["history"]
+
+
+def rng_state(device):
+    """The global random state that dropout draws from (torch's CPU one and, on CUDA, the device's)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state, device):
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 @torch.no_grad()
@@ -303,9 +289,11 @@ def new_figure(**kwargs):
 
 
 def save_figure(figure, path, dpi):
-    """Write the figure to ``path`` and return the path."""
+    """Write the figure to ``path`` (through a temporary file and a rename) and return the path."""
     figure.tight_layout()
-    figure.savefig(path, dpi=dpi)
+    tmp = Path(f"{path}.tmp")
+    figure.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip("."))
+    os.replace(tmp, path)
     return path
 
 

@@ -19,6 +19,7 @@ checkpoints and a plot to --out.
     torchrun --nproc_per_node 2 -m ddkernels kd --preset quick --out runs/kd
 """
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,12 +29,20 @@ from torch import nn
 import ddkernels
 from ddkernels import data, models
 from ddkernels._console import print_table
-from ddkernels._validation import check_scales
-from ddkernels.trainers._common import (FitConfig, evaluate, fit, inference_ms, new_figure, nonnegative_float,
-                                        nonnegative_int, positive_float, positive_int, preset_options, print_written,
-                                        run_in_runtime, save_figure, seed_everything, write_json)
+from ddkernels._validation import MAX_SCALES
+from ddkernels.trainers._checkpoints import Planned, check_planned
+from ddkernels.trainers._common import (FitConfig, evaluate, fit, inference_ms, new_figure, preset_options,
+                                        print_written, run_in_runtime, save_figure, seed_everything, write_json)
+from ddkernels.trainers._interrupt import raise_if_stopped, stop_on_signals
+from ddkernels.trainers._options import (DATA, FLAG, NONNEGATIVE_FLOAT, NONNEGATIVE_INT, PATH, POSITIVE_FLOAT,
+                                         POSITIVE_INT, SCALES, TEXT, Option, api_signature, check_options, choice,
+                                         flags, options_doc, run_command)
+from ddkernels.trainers._options import add_arguments as add_option_arguments
 
 TEACHERS = ("itransformer", "patchtst", "tcn")
+# the fewest steps a pooling scale may leave of a series it pools (the horizon, the student's features): the
+# spectral KL's minimum too; one pooled step would compare only the series' means
+MIN_POOLED = 2
 # the options that shape a student model
 STUDENT_OPTIONS = ("d_model", "input_norm", "hidden_norm")
 
@@ -62,78 +71,73 @@ DEFAULTS = {"pred_len": 96, "teacher": "itransformer", "alpha": 1.0, "beta": 1.0
             "d_model": 512, "input_norm": "mean", "hidden_norm": "batch", **PRESETS["paper"]}
 
 
-def _scales(text):
-    try:
-        scales = tuple(int(s) for s in text.split(","))
-    except ValueError as exc:
-        raise ValueError(f"{text!r} is not a comma-separated list of integers") from exc
-    return check_scales(scales)
-
-
-_scales.__name__ = "comma-separated scales"
+OPTIONS = (
+    Option("data", DATA, "forecasting CSV (a date column, then the series) or a synthetic:* series; from Python also "
+           "an array [time, channels] (numpy, torch, a DataFrame); default: the embedded synthetic series"),
+    Option("out", PATH, "output folder (default runs/kd)", default="runs/kd"),
+    Option("preset", choice(tuple(sorted(PRESETS))), "budget: quick (a few minutes on a laptop CPU) or paper "
+           "(default); options given explicitly override it", default="paper"),
+    Option("teacher", choice(TEACHERS), "teacher architecture (default itransformer)"),
+    Option("seq_len", POSITIVE_INT, "input window (default 720)"),
+    Option("pred_len", POSITIVE_INT, "forecast horizon (default 96)"),
+    Option("epochs", POSITIVE_INT, "student epochs (early stopping applies)"),
+    Option("teacher_epochs", POSITIVE_INT, "teacher epochs"),
+    Option("patience", POSITIVE_INT, "early-stopping patience in epochs"),
+    Option("stride", POSITIVE_INT, f"step between training windows (default 1; quick: the smallest step that leaves "
+           f"at most {QUICK_WINDOWS} windows of 7 channels, {QUICK_SERIES} windows x channels)"),
+    Option("test_series", POSITIVE_INT, "score the models on at most this many test windows x channels, evenly "
+           "spaced (quick: 524288, every test window of ETTh1 and ETTm; paper: all)"),
+    Option("val_series", POSITIVE_INT, f"early stopping and the teacher check on at most this many validation "
+           f"windows x channels, evenly spaced (quick: {QUICK_SERIES // 4}; paper: all)"),
+    Option("batch_size", POSITIVE_INT, "windows per step, per process"),
+    Option("lr", POSITIVE_FLOAT, "student learning rate (Adam)"),
+    Option("teacher_lr", POSITIVE_FLOAT, "teacher learning rate (Adam)"),
+    Option("lr_decay", POSITIVE_FLOAT, "factor on both learning rates per epoch from the third epoch on (default "
+           "0.5, Time-Series-Library's type1; 1 keeps them constant)"),
+    Option("d_model", POSITIVE_INT, "MLP student hidden width (default 512)"),
+    Option("input_norm", choice(models.INPUT_NORMS), "the students' input normalisation: mean (default; subtract "
+           "the window mean, the official recipe), revin or none"),
+    Option("hidden_norm", choice(models.HIDDEN_NORMS), "the students' hidden normalisation: batch (default; "
+           "BatchNorm, the official recipe) or layer"),
+    Option("alpha", NONNEGATIVE_FLOAT, "weight of the prediction-level terms (default 1)"),
+    Option("beta", NONNEGATIVE_FLOAT, "weight of the feature-level terms (default 1)"),
+    Option("tau", POSITIVE_FLOAT, "spectral softmax temperature (default 0.5)"),
+    Option("scales", SCALES, f"pooling scales of the multi-scale terms, e.g. 1,2,4,8 (the default): 1 to "
+           f"{MAX_SCALES} distinct integers, each leaving at least {MIN_POOLED} pooled steps of the horizon (and, "
+           "with --beta, of the student's d_model features)"),
+    Option("device", TEXT, "auto (default), cpu, cuda or cuda:N", default="auto"),
+    Option("seed", NONNEGATIVE_INT, "seed of data, initialisation and shuffling", default=0),
+    Option("resume", FLAG, "continue from the checkpoints in --out instead of starting over", default=False),
+)
+FLAGS = flags(OPTIONS)
+# options that say where and whether to continue, not what is computed: neither in keys nor in metrics.json
+RUN_OPTIONS = ("out", "resume")
 
 
 def add_arguments(parser):
-    parser.add_argument("--data", default=None, help="forecasting CSV (a date column, then the series); "
-                        "default: the embedded synthetic series")
-    parser.add_argument("--out", type=Path, default=Path("runs/kd"), help="output folder (default runs/kd)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="paper",
-                        help="budget: quick (a few minutes on a laptop CPU) or paper (default); options given "
-                        "explicitly override it")
-    parser.add_argument("--teacher", choices=TEACHERS, default=None,
-                        help="teacher architecture (default itransformer)")
-    parser.add_argument("--seq-len", type=positive_int, default=None, help="input window (default 720)")
-    parser.add_argument("--pred-len", type=positive_int, default=None, help="forecast horizon (default 96)")
-    parser.add_argument("--epochs", type=positive_int, default=None, help="student epochs (early stopping applies)")
-    parser.add_argument("--teacher-epochs", type=positive_int, default=None, help="teacher epochs")
-    parser.add_argument("--patience", type=positive_int, default=None, help="early-stopping patience in epochs")
-    parser.add_argument("--stride", type=positive_int, default=None,
-                        help=f"step between training windows (default 1; quick: the smallest step that leaves at "
-                        f"most {QUICK_WINDOWS} windows of 7 channels, {QUICK_SERIES} windows x channels)")
-    parser.add_argument("--test-series", type=positive_int, default=None,
-                        help="score the models on at most this many test windows x channels, evenly spaced "
-                        "(quick: 524288, every test window of ETTh1 and ETTm; paper: all)")
-    parser.add_argument("--val-series", type=positive_int, default=None,
-                        help=f"early stopping and the teacher check on at most this many validation windows x "
-                        f"channels, evenly spaced (quick: {QUICK_SERIES // 4}; paper: all)")
-    parser.add_argument("--batch-size", type=positive_int, default=None, help="windows per step, per process")
-    parser.add_argument("--lr", type=positive_float, default=None, help="student learning rate (Adam)")
-    parser.add_argument("--teacher-lr", type=positive_float, default=None, help="teacher learning rate (Adam)")
-    parser.add_argument("--lr-decay", type=positive_float, default=None,
-                        help="factor on both learning rates per epoch from the third epoch on (default 0.5, "
-                        "Time-Series-Library's type1; 1 keeps them constant)")
-    parser.add_argument("--d-model", type=positive_int, default=None, help="MLP student hidden width (default 512)")
-    parser.add_argument("--input-norm", choices=models.INPUT_NORMS, default=None,
-                        help="the students' input normalisation: mean (default; subtract the window mean, the "
-                        "official recipe), revin or none")
-    parser.add_argument("--hidden-norm", choices=models.HIDDEN_NORMS, default=None,
-                        help="the students' hidden normalisation: batch (default; BatchNorm, the official recipe) "
-                        "or layer")
-    parser.add_argument("--alpha", type=nonnegative_float, default=None,
-                        help="weight of the prediction-level terms (default 1)")
-    parser.add_argument("--beta", type=nonnegative_float, default=None,
-                        help="weight of the feature-level terms (default 1)")
-    parser.add_argument("--tau", type=positive_float, default=None, help="spectral softmax temperature (default 0.5)")
-    parser.add_argument("--scales", type=_scales, default=None, help="pooling scales, e.g. 1,2,4,8 (the default)")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of data, initialisation and shuffling")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the checkpoints in --out instead of starting over")
+    """The options as the arguments of ``ddkernels kd``."""
+    add_option_arguments(parser, OPTIONS)
 
 
-def resolve_config(args):
-    """The options in force: given explicitly, else the preset's, else the defaults."""
-    config = preset_options(args, DEFAULTS, PRESETS)
+def resolve_config(options):
+    """The options in force, {keyword: value}, from ``options`` (the keywords given, as ``kd`` takes them): each
+    given one checked, else the preset's, else the default; ``data`` as ``data.source_label`` names it. Options
+    that contradict each other raise ValueError naming them."""
+    config = preset_options(check_options("kd", OPTIONS, options), DEFAULTS, PRESETS)
     if config["lr_decay"] > 1:
         raise ValueError(f"--lr-decay ({config['lr_decay']}) must be at most 1: it shrinks the learning rates")
-    shortest = max(2, *config["scales"])
-    if config["pred_len"] < shortest:
-        raise ValueError(f"--pred-len ({config['pred_len']}) must be at least {shortest}: the spectral KL needs 2 "
-                         f"steps and --scales {config['scales']} pool up to {max(config['scales'])}")
-    if config["d_model"] < shortest:
-        raise ValueError(f"--d-model ({config['d_model']}): the student's features (d_model wide) must be at least "
-                         f"{shortest} long for --scales {config['scales']}")
-    config.update(data=args.data, preset=args.preset, device=args.device, seed=args.seed)
+    if config["pred_len"] < 2:
+        raise ValueError(f"--pred-len ({config['pred_len']}) must be at least 2: the spectral KL compares spectra of "
+                         "2 steps or more")
+    lengths = {"--pred-len": config["pred_len"], **({"--d-model": config["d_model"]} if config["beta"] else {})}
+    for flag, length in lengths.items():
+        too_coarse = [scale for scale in config["scales"] if length // scale < MIN_POOLED]
+        if too_coarse:
+            what = "the horizon" if flag == "--pred-len" else "the student's features (with --beta > 0)"
+            raise ValueError(f"--scales {','.join(map(str, config['scales']))}: scale(s) "
+                             f"{','.join(map(str, too_coarse))} leave fewer than {MIN_POOLED} pooled steps of "
+                             f"{what}, {flag} {length}; use scales of at most {length // MIN_POOLED}")
+    config["data"] = data.source_label(config["data"])
     return config
 
 
@@ -169,6 +173,7 @@ def with_teacher_outputs(teacher, inputs, targets, keep_features, batch_size=256
     for start in range(0, len(inputs), batch_size):
         forecast, features = teacher.forward_features(inputs[start:start + batch_size].to(device))
         batches.append(torch.cat([forecast, features.transpose(1, 2)], dim=1) if keep_features else forecast)
+        raise_if_stopped()  # computed again on a resume, not kept
     return torch.cat([targets, torch.cat(batches).to(targets.device)], dim=1)
 
 
@@ -237,44 +242,94 @@ def quick_stride(windows, channels=7):
     return -(-windows * channels // QUICK_SERIES)
 
 
+@dataclass(frozen=True)
+class KDResult:
+    """What ``kd`` returns. ``metrics``: what it wrote to metrics.json (validation and test MSE and MAE per model,
+    the teacher check, parameters, timings, the options in force under "config"). ``teacher``: the trained teacher;
+    ``students``: {"plain": the MLP trained on the ground truth alone, "kd": the MLP distilled from the teacher},
+    each in eval mode on the run's device, taking [B, seq_len, C] standardised windows. ``out``: the output
+    folder."""
+    metrics: dict
+    teacher: nn.Module
+    students: dict
+    out: Path
+
+
+def kd(**options):
+    config = resolve_config(options)
+    with stop_on_signals():
+        return run_in_runtime(config["device"], lambda runtime: _kd(config, options.get("data"), runtime))
+
+
+kd.__signature__ = api_signature(OPTIONS)
+kd.__doc__ = """Distil a teacher forecaster into a light MLP with TimeDistill; the Python form of ``ddkernels kd``,
+with the same options as keywords (dashes as underscores).
+
+Trains (or, with ``resume=True``, continues) the teacher, then the plain and the distilled student, and writes
+checkpoints, metrics.json and a plot to ``out``. Returns a KDResult (``.metrics``, ``.teacher``, ``.students``,
+``.out``); under torchrun, on the processes other than the first, None. Bad options raise TypeError or ValueError
+before anything runs; so does an ``out`` holding checkpoints of another run. SIGINT or SIGTERM stops a run at the
+end of the current step with the checkpoints written (``ddkernels.trainers.Interrupted``); a call with
+``resume=True`` continues it. Example::
+
+    from ddkernels.trainers import kd
+    result = kd(data="synthetic:default", preset="quick", seq_len=96, teacher="tcn", out="runs/kd")
+    student = result.students["kd"]                   # an MLPStudent, [B, 96, C] -> [B, 96, C]
+    print(result.metrics["student_kd"]["mse"], result.metrics["student_plain"]["mse"])
+
+""" + options_doc(OPTIONS)
+
+
 def run(args):
-    config = resolve_config(args)
-    return run_in_runtime(config["device"], lambda runtime: _run(config, args, runtime))
+    """``ddkernels kd``: the options given on the command line, passed to ``kd`` (``_options.run_command``)."""
+    return run_command(kd, "ddkernels kd", OPTIONS, args)
 
 
-def _run(config, args, runtime):
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
+def model_keys(config, world_size):
+    """{model: its checkpoint's key}: the options that shape it (epochs left out: a resume may extend them)."""
+    def key(*names):
+        picked = {name: list(config[name]) if isinstance(config[name], tuple) else config[name] for name in names}
+        return {**picked, "world_size": world_size}
+
+    common = ("data", "seed", "seq_len", "pred_len", "stride", "batch_size", "patience", "lr_decay", "val_series")
+    return {"teacher": key(*common, "teacher", "teacher_lr"),
+            "student_plain": key(*common, *STUDENT_OPTIONS, "lr"),
+            "student_kd": key(*common, *STUDENT_OPTIONS, "lr", "teacher", "teacher_lr", "alpha", "beta", "tau",
+                              "scales")}
+
+
+def planned_models(config, out, keys):
+    """The checkpoints a run would write (Planned entries, for ``check_planned``); their epochs begun may not exceed
+    --teacher-epochs (the teacher's) and --epochs (the students')."""
+    return [Planned(out / f"{name}.pt", key, (("epochs", "teacher_epochs" if name == "teacher" else "epochs",
+                                               config["teacher_epochs" if name == "teacher" else "epochs"]),))
+            for name, key in keys.items()]
+
+
+def _kd(config, source, runtime):
+    out, resume = config["out"], config["resume"]
     seed = config["seed"]
-    dataset = data.load(config["data"], config["seq_len"], config["pred_len"], seed=seed)
+    dataset = data.load(source, config["seq_len"], config["pred_len"], seed=seed)
     if config["stride"] == "auto":
         config["stride"] = quick_stride(len(dataset.windows("train")), dataset.channels)
     train = dataset.windows("train", stride=config["stride"]).tensors()
     val = dataset.spaced_windows("val", config["val_series"]).tensors()
     test = dataset.spaced_windows("test", config["test_series"]).tensors()
     shape = (config["seq_len"], config["pred_len"], dataset.channels)
+    keys = model_keys(config, runtime.world_size)
+    check_planned(planned_models(config, out, keys), resume, out, FLAGS)
+    out.mkdir(parents=True, exist_ok=True)
     if runtime.is_main:
         print(f"data: {dataset.name}, {dataset.channels} channels, windows train/val/test "
               f"{len(train[0])}/{len(val[0])}/{len(test[0])}; {runtime.world_size} process(es) on {runtime.device}")
 
-    def key(*names):
-        """The options that shape a model, saved with its checkpoint (epochs left out: a resume may extend them)."""
-        picked = {name: list(config[name]) if isinstance(config[name], tuple) else config[name] for name in names}
-        return {**picked, "world_size": runtime.world_size}
-
-    common = ("data", "seed", "seq_len", "pred_len", "stride", "batch_size", "patience", "lr_decay", "val_series")
-    keys = {"teacher": key(*common, "teacher", "teacher_lr"),
-            "student_plain": key(*common, *STUDENT_OPTIONS, "lr"),
-            "student_kd": key(*common, *STUDENT_OPTIONS, "lr", "teacher", "teacher_lr", "alpha", "beta", "tau",
-                              "scales")}
     seconds = {}
 
     def train_model(model, loss_fn, name, epochs, lr, train_pairs=train):
         fit_config = FitConfig(epochs=epochs, batch_size=config["batch_size"], lr=lr, patience=config["patience"],
                                lr_decay=config["lr_decay"])
         start = time.perf_counter()
-        fit(model, loss_fn, train_pairs, val, fit_config, runtime, out / f"{name}.pt", name, seed, args.resume,
-            keys[name])
+        fit(model, loss_fn, train_pairs, val, fit_config, runtime, out / f"{name}.pt", name, seed, resume, keys[name])
         seconds[name] = time.perf_counter() - start
         model.eval()
         return model
@@ -306,7 +361,7 @@ def _run(config, args, runtime):
     validation["student_kd"] = evaluate(distilled.student, *val, runtime)
     metrics = {name: evaluate(model, *test, runtime) for name, model in trained.items()}
     if not runtime.is_main:
-        return 0
+        return None
     for name in trained:
         metrics[name].update(val_mse=validation[name]["mse"], val_mae=validation[name]["mae"])
     check.update(teacher_test_mse=metrics["teacher"]["mse"], plain_test_mse=metrics["student_plain"]["mse"])
@@ -315,7 +370,8 @@ def _run(config, args, runtime):
     metrics["train_seconds"] = seconds
     metrics["params"] = {name: models.count_parameters(model) for name, model in trained.items()}
     metrics["inference_ms"] = {name: inference_ms(model, test[0], runtime) for name, model in trained.items()}
-    metrics["config"] = {key: list(value) if isinstance(value, tuple) else value for key, value in config.items()}
+    metrics["config"] = {key: list(value) if isinstance(value, tuple) else value for key, value in config.items()
+                         if key not in RUN_OPTIONS}
     metrics["config"].update(world_size=runtime.world_size, device_used=str(runtime.device))
     write_json(metrics, out / "metrics.json")
     print_table(("model", "val MSE", "test MSE", "test MAE", "parameters", "train s", "inference ms (batch 32)"),
@@ -333,5 +389,5 @@ def _run(config, args, runtime):
     plot = _plot(out / "forecast.png", test[0][0, :, column], test[1][0, :, column], forecasts,
                  dataset.columns[column])
     print_written([out / "metrics.json", plot])
-    return 0
+    return KDResult(metrics, teacher, {"plain": plain, "kd": distilled.student}, out)
 

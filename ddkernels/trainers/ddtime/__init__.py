@@ -36,30 +36,30 @@ base: MTT, DATM or FTD (--base).
 
     ddkernels distill --preset quick --data ../shared/data/ETTh1.csv --out runs/ddtime
     torchrun --nproc_per_node 2 -m ddkernels distill --preset quick --out runs/ddtime
-
-The package, stage by stage: ``options`` (arguments, presets, checkpoint keys), ``windows`` (the data: epoch budgets,
-test and validation windows, sets as tensors), ``backbones`` (the models), ``experts`` (stage 1), ``matching`` (stage
-2), ``evaluation`` (stage 3), ``plots`` and ``job`` (the stages in order, ``run``).
 """
+# The package, stage by stage: options (the options, presets, checkpoint keys), windows (the data: epoch budgets,
+# test and validation windows, sets as tensors), backbones (the models), experts (stage 1), matching (stage 2),
+# evaluation (stage 3), plots, and job (the Python API ``distill`` running the stages in order; ``run``, the
+# command line). The names below are the package's public ones.
 from ddkernels.trainers.ddtime.backbones import FlatParameters, build_backbone
 from ddkernels.trainers.ddtime.evaluation import (LEVEL_SHIFT, evaluate_methods, input_target_jump, level_gain,
                                                   model_metrics, set_diagnostics, summarize, train_on_set)
 from ddkernels.trainers.ddtime.experts import (expert_trajectories, segment_step_size, sharpness_aware_gradient,
                                                train_expert)
-from ddkernels.trainers.ddtime.job import run
-from ddkernels.trainers.ddtime.matching import (TIMED_SOLO_ITERATIONS, TrajectoryMatching, distill, draw_segment,
-                                                method_terms, soft_label_set, solo_seconds, start_epoch_window,
-                                                step_together, synchronize)
-from ddkernels.trainers.ddtime.options import (BASES, DEFAULTS, METHODS, PRESETS, UNROLLS, add_arguments,
-                                               config_key, resolve_config, unroll_kind)
+from ddkernels.trainers.ddtime.job import DistillResult, distill, run
+from ddkernels.trainers.ddtime.matching import (TIMED_SOLO_ITERATIONS, TrajectoryMatching, distill_sets,
+                                                draw_segment, method_terms, soft_label_set, solo_seconds,
+                                                start_epoch_window, step_together, synchronize)
+from ddkernels.trainers.ddtime.options import (BASES, DEFAULTS, METHODS, OPTIONS, PRESETS, UNROLLS, add_arguments,
+                                               config_key, keywords_from_argv, resolve_config, unroll_kind)
 from ddkernels.trainers.ddtime.windows import (EXPERT_MIN_WINDOWS, epoch_windows, random_windows, split_set,
                                                test_windows, validation_windows, windows_per_epoch)
 
-__all__ = ["BASES", "DEFAULTS", "EXPERT_MIN_WINDOWS", "FlatParameters", "LEVEL_SHIFT", "METHODS", "PRESETS",
-           "TIMED_SOLO_ITERATIONS", "TrajectoryMatching", "UNROLLS", "add_arguments", "build_backbone",
-           "config_key", "distill", "draw_segment", "epoch_windows", "evaluate_methods",
-           "expert_trajectories", "input_target_jump", "level_gain", "method_terms", "model_metrics",
-           "random_windows", "resolve_config", "run", "segment_step_size", "set_diagnostics",
-           "sharpness_aware_gradient", "soft_label_set", "solo_seconds", "split_set", "start_epoch_window",
-           "step_together", "summarize", "synchronize", "test_windows", "train_expert", "train_on_set",
-           "unroll_kind", "validation_windows", "windows_per_epoch"]
+__all__ = ["BASES", "DEFAULTS", "DistillResult", "EXPERT_MIN_WINDOWS", "FlatParameters", "LEVEL_SHIFT", "METHODS",
+           "OPTIONS", "PRESETS", "TIMED_SOLO_ITERATIONS", "TrajectoryMatching", "UNROLLS", "add_arguments",
+           "build_backbone", "config_key", "distill", "distill_sets", "draw_segment", "epoch_windows",
+           "evaluate_methods", "expert_trajectories", "input_target_jump", "keywords_from_argv", "level_gain",
+           "method_terms", "model_metrics", "random_windows", "resolve_config", "run", "segment_step_size",
+           "set_diagnostics", "sharpness_aware_gradient", "soft_label_set", "solo_seconds", "split_set",
+           "start_epoch_window", "step_together", "summarize", "synchronize", "test_windows", "train_expert",
+           "train_on_set", "unroll_kind", "validation_windows", "windows_per_epoch"]

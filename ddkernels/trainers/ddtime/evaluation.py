@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from ddkernels._console import Progress
+from ddkernels.trainers._checkpoints import Planned
+from ddkernels.trainers._interrupt import raise_if_stopped
 from ddkernels.models import DLinear
 from ddkernels.trainers._common import FitConfig, Runtime, evaluate, fit, seed_everything
 from ddkernels.trainers.ddtime.backbones import build_backbone
@@ -38,6 +40,7 @@ def train_on_set(backbone, synthetic, config, device, shape, seed, sgd_step_size
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        raise_if_stopped()  # a model of a few samples' steps: trained again on a resume, not kept
     return model
 
 
@@ -94,6 +97,25 @@ def summarize(results):
     return summary
 
 
+def full_model_path(out, backbone, index):
+    """The checkpoint of full-data model ``index`` of architecture ``backbone``."""
+    return out / f"full_{backbone}_{index}.pt"
+
+
+def full_model_key(config, backbone, index):
+    """The key of a full-data model's checkpoint."""
+    return config_key(config, FULL_OPTIONS, backbone=backbone, model=index)
+
+
+def planned_full_models(config, out):
+    """The full-data models' checkpoints a run would write (Planned entries, for ``check_planned``), for the
+    distillation backbone and every --eval-backbone; their epochs begun may not exceed --full-epochs."""
+    limits = (("epochs", "full_epochs", config["full_epochs"]),)
+    return [Planned(full_model_path(out, backbone, k), full_model_key(config, backbone, k), limits)
+            for backbone in dict.fromkeys((config["backbone"], *config["eval_backbone"]))
+            for k in range(config["eval_models"])]
+
+
 def evaluate_methods(backbone, sets, config, train, val, test, device, shape, out, resume, step_sizes=None,
                      include_full=True):
     """Test metrics of --eval-models models trained on each set of ``sets`` ({method: set}) and, with
@@ -115,8 +137,8 @@ def evaluate_methods(backbone, sets, config, train, val, test, device, shape, ou
                 fit_config = FitConfig(epochs=config["full_epochs"], batch_size=config["batch_size"],
                                        lr=config["eval_lr"], patience=config["patience"], windows_per_epoch=per_epoch)
                 fit(model, lambda module, x, y: F.mse_loss(module(x), y), train, val,
-                    fit_config, single, out / f"full_{backbone}_{k}.pt", f"full {backbone} {k}", seed, resume,
-                    config_key(config, FULL_OPTIONS, backbone=backbone, model=k))
+                    fit_config, single, full_model_path(out, backbone, k), f"full {backbone} {k}", seed, resume,
+                    full_model_key(config, backbone, k))
             else:
                 model = train_on_set(backbone, sets[method], config, device, shape, seed,
                                      None if step_sizes is None else step_sizes[method])

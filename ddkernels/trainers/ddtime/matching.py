@@ -1,4 +1,4 @@
-"""DDTime stage 2: trajectory matching, the synthetic sets distilled in lockstep (``distill``)."""
+"""DDTime stage 2: trajectory matching, the synthetic sets distilled in lockstep (``distill_sets``)."""
 import copy
 import math
 import statistics
@@ -10,9 +10,10 @@ import torch.nn.functional as F
 
 import ddkernels
 from ddkernels._console import Progress
-from ddkernels.trainers._common import check_key, save_atomic
+from ddkernels.trainers._checkpoints import CheckpointClock, Planned, check_key, read_checkpoint, save_atomic
+from ddkernels.trainers._interrupt import Interrupted, raise_if_stopped, stop_requested
 from ddkernels.trainers.ddtime.backbones import FlatParameters, build_backbone
-from ddkernels.trainers.ddtime.options import DISTILL_OPTIONS, TERM_OPTIONS, config_key, unroll_kind
+from ddkernels.trainers.ddtime.options import DISTILL_OPTIONS, FLAGS, TERM_OPTIONS, config_key, unroll_kind
 from ddkernels.trainers.ddtime.windows import split_set
 from ddkernels.trainers.linear_unroll import LinearUnroll
 
@@ -170,23 +171,38 @@ def soft_label_set(initial_set, trajectories, config, device, shape):
     return torch.cat([initial_set[:, :, :config["seq_len"]].to(device), forecast.transpose(1, 2)], dim=2).cpu()
 
 
-def distill(config, terms, trajectories, initial_set, device, shape, checkpoint, resume):
+def distill_key(config, terms):
+    """The key of the distillation checkpoint."""
+    return config_key(config, DISTILL_OPTIONS, terms=terms)
+
+
+def planned_distillation(config, terms, checkpoint):
+    """The distillation checkpoint a run would write (a Planned entry, for ``check_planned``): its iterations done
+    may not exceed --iterations."""
+    return Planned(checkpoint, distill_key(config, terms), (("iterations", "iterations", config["iterations"]),))
+
+
+def distill_sets(config, terms, trajectories, initial_set, device, shape, checkpoint, resume):
     """One set per method of ``terms`` ({method: its DDTime terms}, e.g. ``method_terms(config)``), distilled in
     lockstep from ``initial_set``, on the same expert and start epoch each iteration (``step_together``: the
     closed-form students of all the sets unroll as one batch); with the datm base the sets start from soft labels
     (``soft_label_set``). Returns {method: TrajectoryMatching} and the median seconds per iteration: "together"
     (all the sets' iteration) and, per method, of TIMED_SOLO_ITERATIONS iterations of that set alone on copies
-    (``solo_seconds``: each set's own cost, under the same conditions)."""
+    (``solo_seconds``: each set's own cost, under the same conditions).
+
+    The state is written to ``checkpoint`` every CHECKPOINT_EVERY iterations, every CHECKPOINT_SECONDS of work,
+    at the last iteration and at the iteration where a stop is requested (then Interrupted is raised); with
+    ``resume`` the distillation continues from it to the sets of a run never stopped."""
     if config["base"] == "datm":
         initial_set = soft_label_set(initial_set, trajectories, config, device, shape)
     runs = {method: TrajectoryMatching(config, terms[method], initial_set, device, shape) for method in terms}
-    key = config_key(config, DISTILL_OPTIONS, terms=terms)
+    key = distill_key(config, terms)
     seconds, solo = [], None
     generator = torch.Generator().manual_seed(config["seed"] + 17)
     start_iteration = 0
     if resume and Path(checkpoint).exists():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        check_key(checkpoint, saved, key)
+        saved = read_checkpoint(checkpoint)
+        check_key(checkpoint, saved, key, FLAGS)
         for method, run in runs.items():
             run.load_state_dict(saved[method])
         generator.set_state(saved["generator"])
@@ -195,6 +211,14 @@ def distill(config, terms, trajectories, initial_set, device, shape, checkpoint,
             seconds = []
         if start_iteration == config["iterations"]:
             solo = saved.get("solo_seconds")
+
+    def save(iteration, **more):
+        save_atomic({**{method: run.state_dict() for method, run in runs.items()}, "key": key,
+                     "generator": generator.get_state(), "iteration": iteration, "seconds": seconds, **more},
+                    checkpoint)
+        clock.written()
+
+    clock = CheckpointClock()
     iterations = Progress(range(start_iteration, config["iterations"]), f"distill {', '.join(runs)}")
     for iteration in iterations:
         theta_start, theta_target = draw_segment(config, trajectories, iteration, generator, device)
@@ -203,15 +227,15 @@ def distill(config, terms, trajectories, initial_set, device, shape, checkpoint,
         synchronize(device)
         seconds.append(time.perf_counter() - begin)
         iterations.set(**dict(zip(runs, losses)))
-        if (iteration + 1) % CHECKPOINT_EVERY == 0 or iteration + 1 == config["iterations"]:
-            save_atomic({**{method: run.state_dict() for method, run in runs.items()}, "key": key,
-                         "generator": generator.get_state(), "iteration": iteration + 1, "seconds": seconds},
-                        checkpoint)
+        stop = stop_requested()
+        if (stop or clock.due() or (iteration + 1) % CHECKPOINT_EVERY == 0
+                or iteration + 1 == config["iterations"]):
+            save(iteration + 1)
+        if stop:
+            raise Interrupted(stop)
     if solo is None:
         solo = solo_seconds(runs, config, trajectories, device)
-        save_atomic({**{method: run.state_dict() for method, run in runs.items()}, "key": key,
-                     "generator": generator.get_state(), "iteration": config["iterations"], "seconds": seconds,
-                     "solo_seconds": solo}, checkpoint)
+        save(config["iterations"], solo_seconds=solo)
     together = statistics.median(seconds) if seconds else float("nan")
     return runs, {"together": together, **solo}
 
@@ -245,4 +269,5 @@ def solo_seconds(runs, config, trajectories, device):
             run.step(theta_start, theta_target)
             synchronize(device)
             seconds[method].append(time.perf_counter() - begin)
+        raise_if_stopped()  # nothing to write: the timing starts again on a resume
     return {method: statistics.median(times[1:]) for method, times in seconds.items()}
