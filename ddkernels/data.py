@@ -167,7 +167,8 @@ def _parse_cell(path, column, row, text):
 
 
 def read_csv(path, seq_len, pred_len):
-    """Read a forecasting CSV into a ForecastData (splits and standardisation as the module's docstring says). Error messages number the rows from 1 after the header; blank lines are skipped.
+    """Read a forecasting CSV into a ForecastData (splits and standardisation as the module's docstring says).
+    Error messages number the rows from 1 after the header; blank lines are skipped.
 
     numpy's C reader parses the file when every row has the header's number of fields (no quoted commas) and
     every value is a finite number; otherwise the rows are parsed one by one, which names the first bad cell."""
