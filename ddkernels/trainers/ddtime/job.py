@@ -149,8 +149,8 @@ def _distill(config, source, runtime):
                                 "full": epoch_windows(config, train, "full"), "of": len(train[0])}
     metrics["learned_step_size"] = {method: run.step_size for method, run in runs.items()}
     metrics["sets"] = set_diagnostics(sets, initial_set, train, config["seq_len"])
-    metrics["config"] = {**{name: value for name, value in config.items() if name not in RUN_OPTIONS},
-                         "world_size": runtime.world_size, "device_used": str(device)}
+    metrics["config"] = {**{name: list(value) if isinstance(value, tuple) else value for name, value in config.items()
+                            if name not in RUN_OPTIONS}, "world_size": runtime.world_size, "device_used": str(device)}
     write_json(metrics, out / "metrics.json")
     rows = []
     tables = [(config["backbone"], "Adam", metrics),
