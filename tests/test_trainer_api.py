@@ -3,7 +3,11 @@ data from a path, a synthetic name or memory; bad input fails before anything ru
 over the same functions."""
 import inspect
 import json
+import os
 import pydoc
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -158,3 +162,12 @@ def test_the_command_line_calls_the_api_with_its_keywords(monkeypatch):
                      "--no-revin", "--resume"]) == 0
     assert calls == [{"lam": 0.1, "seq_len": 48, "eval_backbone": ("mlp", "dlinear"), "revin": False,
                       "resume": True}]
+
+
+def test_the_python_example_distils_and_trains_its_own_model(tmp_path):
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "python", "distill_and_train.py")
+    result = subprocess.run([sys.executable, script, "--out", str(tmp_path / "run")], capture_output=True, text=True,
+                            cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = [line for line in result.stdout.splitlines() if line.startswith("your model trained on 5 distilled")]
+    assert len(line) == 1 and re.search(r"test MSE \d+\.\d{4}; on 5 random real windows: \d+\.\d{4}", line[0])
