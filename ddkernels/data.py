@@ -35,9 +35,11 @@ class Scaler:
     std: torch.Tensor
 
     def transform(self, x):
+        """Standardise x [..., C]."""
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
     def inverse(self, x):
+        """Back to the original scale: x [..., C] standardised."""
         return x * self.std.to(x.device) + self.mean.to(x.device)
 
 
@@ -87,9 +89,12 @@ class ForecastData:
 
     @property
     def channels(self):
+        """The number of series (columns)."""
         return len(self.columns)
 
     def windows(self, split, stride=1):
+        """The sliding windows of ``split`` ("train", "val" or "test"), one every ``stride`` rows (a
+        WindowDataset; ``.tensors()`` gives them as X [N, seq_len, C], Y [N, pred_len, C])."""
         check_choice("split", split, SPLITS)
         return WindowDataset(getattr(self, split), self.seq_len, self.pred_len, stride)
 
@@ -116,6 +121,7 @@ def split_borders(convention, rows, seq_len):
 
 
 def convention_of(name):
+    """The split convention of a file named ``name``: "ETTh", "ETTm" or "ratio" (70/10/20)."""
     if name.startswith("ETTh"):
         return "ETTh"
     if name.startswith("ETTm"):

@@ -43,9 +43,11 @@ class CheckpointClock:
         self.last = time.perf_counter()
 
     def due(self):
+        """Whether a checkpoint is due."""
         return time.perf_counter() - self.last >= CHECKPOINT_SECONDS
 
     def written(self):
+        """A checkpoint was written: the next is due CHECKPOINT_SECONDS from now."""
         self.last = time.perf_counter()
 
 

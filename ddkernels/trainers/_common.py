@@ -26,16 +26,20 @@ from ddkernels.trainers._interrupt import Interrupted, stop_requested
 
 @dataclass(frozen=True)
 class Runtime:
+    """This process's place in the run: its rank among ``world_size`` processes (1 without torchrun) and its
+    device."""
     rank: int
     world_size: int
     device: torch.device
 
     @property
     def is_main(self):
+        """Whether this is process 0, the one that writes the outputs."""
         return self.rank == 0
 
     @property
     def distributed(self):
+        """Whether several processes run together (torchrun)."""
         return self.world_size > 1
 
 
@@ -95,11 +99,13 @@ def preset_options(values, defaults, presets):
 
 
 def barrier(runtime):
+    """Wait for every process (nothing to wait for with one)."""
     if runtime.distributed:
         dist.barrier()
 
 
 def seed_everything(seed):
+    """Seed Python's, numpy's and torch's global random generators."""
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)
@@ -250,6 +256,7 @@ def rng_state(device):
 
 
 def set_rng_state(state, device):
+    """Restore a state ``rng_state`` returned."""
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
@@ -273,6 +280,7 @@ def inference_ms(model, inputs, runtime, batch_size=32, repeats=20):
 
 
 def write_json(obj, path):
+    """Write ``obj`` as indented JSON to ``path`` through a temporary file and a rename."""
     tmp = Path(f"{path}.tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)

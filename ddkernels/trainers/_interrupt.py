@@ -28,6 +28,7 @@ class Interrupted(KeyboardInterrupt):
 
     @property
     def exit_status(self):
+        """128 + the signal number, as a shell reports a process the signal ended."""
         return 128 + self.signum
 
 

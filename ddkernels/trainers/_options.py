@@ -173,6 +173,7 @@ class Option:
 
     @property
     def cli_flag(self):
+        """The command-line flag: ``flag``, else ``--`` and the keyword with dashes."""
         return self.flag or "--" + self.keyword.replace("_", "-")
 
 

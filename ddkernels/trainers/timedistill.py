@@ -17,6 +17,10 @@ checkpoints and a plot to --out.
     ddkernels kd --preset quick --data ../shared/data/ETTh1.csv --out runs/kd
     ddkernels kd --preset paper --data ../shared/data/ETTh1.csv --pred-len 336 --out runs/kd336
     torchrun --nproc_per_node 2 -m ddkernels kd --preset quick --out runs/kd
+
+From Python: ddkernels.trainers.kd(data=..., preset="quick", out=...), the same options as keywords. With --resume
+a run continues from its checkpoints in --out (a run with other options is refused, naming them); SIGINT or SIGTERM
+stops a run at the end of its step, its checkpoints written, and prints the command that resumes it.
 """
 import time
 from dataclasses import dataclass
@@ -158,6 +162,7 @@ class DistillationStudent(nn.Module):
             self.regressor = nn.Sequential(nn.Linear(teacher_dim, width), nn.ReLU(), nn.Linear(width, width))
 
     def forward(self, x, teacher_features=None):
+        """The forecast; given ``teacher_features``, (forecast, student features, projected teacher features)."""
         if teacher_features is None:
             return self.student(x)
         prediction, features = self.student.forward_features(x)
@@ -216,6 +221,7 @@ def new_student(config, shape):
 
 
 def mse_loss(module, x, y):
+    """The plain loss of the teacher and the plain student: MSE of module(x) against y."""
     return F.mse_loss(module(x), y)
 
 

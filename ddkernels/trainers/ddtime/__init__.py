@@ -36,6 +36,10 @@ base: MTT, DATM or FTD (--base).
 
     ddkernels distill --preset quick --data ../shared/data/ETTh1.csv --out runs/ddtime
     torchrun --nproc_per_node 2 -m ddkernels distill --preset quick --out runs/ddtime
+
+From Python: ddkernels.trainers.distill(data=..., preset="quick", out=...), the same options as keywords. With
+--resume a run continues from its checkpoints in --out (a run with other options is refused, naming them); SIGINT
+or SIGTERM stops a run at the end of its step, its checkpoints written, and prints the command that resumes it.
 """
 # The package, stage by stage: options (the options, presets, checkpoint keys), windows (the data: epoch budgets,
 # test and validation windows, sets as tensors), backbones (the models), experts (stage 1), matching (stage 2),

@@ -16,6 +16,7 @@ class FlatParameters:
         self.sizes = [p.numel() for _, p in model.named_parameters()]
 
     def flatten(self):
+        """The model's parameters, detached, as one vector [P]."""
         return torch.cat([p.detach().reshape(-1) for p in self.model.parameters()])
 
     def __call__(self, theta, x):

@@ -53,10 +53,12 @@ on the processes other than the first, None. Bad options raise TypeError or Valu
 does an ``out`` holding checkpoints of another run (``resume=True`` continues a run with the same options). SIGINT
 or SIGTERM during a run stops it at the end of the current step with the checkpoints written: it raises
 ``ddkernels.trainers.Interrupted``, and a call with ``resume=True`` continues it to the result of a run never
-stopped. Example (about a minute on a laptop CPU)::
+stopped. Example, on a tiny budget (under a minute on a laptop CPU; python/distill_and_train.py goes on to train a
+model of one's own on the set)::
 
     from ddkernels.trainers import distill
-    result = distill(data="synthetic:walk", preset="quick", iterations=20, experts=2, out="runs/walk")
+    result = distill(data="synthetic:walk", preset="quick", experts=2, expert_epochs=4, max_start_epoch=2,
+                     iterations=60, eval_models=1, full_epochs=2, out="runs/walk")
     inputs, targets = result.sets["ddtime"]           # [5, 96, 7], [5, 96, 7]
     print(result.metrics["ddtime"]["mse"], result.metrics["random"]["mse"])
 

@@ -111,6 +111,7 @@ class TrajectoryMatching:
 
     @property
     def step_size(self):
+        """The student's learned step size."""
         return float(self.log_lr.detach().exp())
 
     @property
@@ -119,11 +120,13 @@ class TrajectoryMatching:
         return (self.synthetic if self.average is None else self.average).detach()
 
     def state_dict(self):
+        """The set, the log step size, the optimizer's state and (ftd) the moving average, for a checkpoint."""
         return {"synthetic": self.synthetic.detach(), "log_lr": self.log_lr.detach(),
                 "optimizer": self.optimizer.state_dict(),
                 **({} if self.average is None else {"average": self.average})}
 
     def load_state_dict(self, state):
+        """Continue from a ``state_dict``."""
         with torch.no_grad():
             self.synthetic.copy_(state["synthetic"])
             self.log_lr.copy_(state["log_lr"])
@@ -250,6 +253,7 @@ def draw_segment(config, trajectories, iteration, generator, device):
 
 
 def synchronize(device):
+    """Wait for the device's queued work (CUDA), so that a clock read after it times the work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 

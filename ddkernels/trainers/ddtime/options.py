@@ -102,7 +102,7 @@ OPTIONS = (
     Option("unroll", choice(UNROLLS), "how the student's steps are differentiated: closed-form (DLinear: the inner "
            "gradient written by hand, no double backward), autograd (any backbone: torch.autograd.grad with "
            "create_graph) or auto (default: closed-form for dlinear)", default="auto"),
-    Option("resume", FLAG, "reuse finished experts and continue distillation, evaluation models and full-data "
+    Option("resume", FLAG, "reuse finished experts and continue unfinished ones, the distillation and the full-data "
            "models from the checkpoints in --out", default=False),
 )
 FLAGS = flags(OPTIONS)
