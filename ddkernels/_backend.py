@@ -38,6 +38,14 @@ else:
 _warned = set()
 
 
+def _constant_result(fn):
+    """``torch.compiler.assume_constant_result(fn)`` without importing Dynamo (about 1.3 s: ``import ddkernels`` and
+    ``ddkernels --help`` stay fast). That function only sets the mark below, which Dynamo reads when it traces a
+    call; tests/test_backend.py checks that it still sets the same one."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
 def _warn_once(key, message):
     if key not in _warned:
         _warned.add(key)
@@ -56,7 +64,7 @@ def triton_available():
     return _TRITON_PRESENT
 
 
-@torch.compiler.assume_constant_result
+@_constant_result
 def _environment(name, default):
     """os.environ.get, read when called in eager code and once at trace time under torch.compile (Dynamo before
     torch 2.5 cannot trace os.environ)."""
@@ -96,7 +104,7 @@ def _numpy_version():
 _triton_problems = {}
 
 
-@torch.compiler.assume_constant_result
+@_constant_result
 def triton_problem(interpret):
     """None when the installed triton can run ddkernels' Triton kernels (``interpret``: in its interpreter, on CPU
     tensors), else a sentence saying why not and what to do. Call only when triton is installed."""
@@ -172,7 +180,7 @@ def resolve(op_name, device, kernels):
     return "cpu"
 
 
-@torch.compiler.assume_constant_result
+@_constant_result
 def _checked_triton(op_name, interpret):
     """"triton", or the BackendUnavailableError of triton_problem. Run, not traced, under torch.compile: Dynamo
     keeps the message of an error raised here (one raised in traced code loses it before torch 2.6)."""

@@ -172,3 +172,24 @@ def test_installed_triton_is_checked():
     else:
         assert _backend.triton_problem(False) is None
         assert _backend.resolve("multiscale_mse_loss", cuda, ("triton", "cpu")) == "triton"
+
+
+def test_constant_result_marks_as_torch_compiler_does():
+    def ours():
+        return 1
+
+    def torchs():
+        return 1
+
+    marked = _backend._constant_result(ours)
+    torch.compiler.assume_constant_result(torchs)
+    assert marked is ours
+    added = set(vars(torchs))
+    assert added and added == set(vars(ours))
+    assert all(getattr(ours, name) == getattr(torchs, name) for name in added)
+
+
+def test_import_does_not_load_dynamo():
+    code = "import sys, ddkernels, ddkernels.trainers; print('torch._dynamo' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
