@@ -129,7 +129,7 @@ def test_kd_returns_the_teacher_and_the_students(tmp_path):
     (distill, {"resume": "yes"}, TypeError, "resume must be True or False"),
     (distill, {"out": 3}, TypeError, "out must be a path"),
     (distill, {"lambda_": 0.1}, TypeError, "distill() got unexpected keyword argument(s) lambda_"),
-    (distill, {"samples": 1}, ValueError, "--samples must be at least 2"),
+    (distill, {"samples": 1}, ValueError, "--samples 1 with --lambda 0.6: the bottleneck compares pairs"),
     (distill, {"stride": 100000}, ValueError, "--stride 100000 leaves 1 training window(s)"),
     (kd, {"scales": (1, 16), "pred_len": 24}, ValueError, "scale(s) 16 leave fewer than 2 pooled steps"),
     (kd, {"scales": "1,2"}, TypeError, "scales must be a sequence of positive ints"),

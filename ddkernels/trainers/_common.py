@@ -178,7 +178,8 @@ def fit(model, loss_fn, train, val, config, runtime, checkpoint, description, se
     written with another key raises. Returns the per-epoch history; the model ends with its best validation
     weights.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # fused: one kernel per parameter instead of about ten small ops (the same update up to rounding)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
     state = {"epoch": 0, "step": 0, "best_val": float("inf"), "best_model": None, "bad_epochs": 0, "history": []}
     losses = []  # the losses of the epoch's steps so far
     if resume and Path(checkpoint).exists():

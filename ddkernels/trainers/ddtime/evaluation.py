@@ -1,9 +1,11 @@
 """DDTime stage 3: evaluation, fresh models trained on each synthetic set and on the full training split, and their
 test metrics; diagnostics of the sets."""
+import copy
 import statistics
 
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
 
 from ddkernels._console import Progress
 from ddkernels.trainers._checkpoints import Planned
@@ -19,20 +21,22 @@ from ddkernels.trainers.linear_unroll import LinearUnroll
 LEVEL_SHIFT = 1.0
 
 
+# the most forecast rows (samples x channels) of models trained together in one vmapped batch
+ENSEMBLE_ROWS = 2 ** 14
+
+
 def train_on_set(backbone, synthetic, config, device, shape, seed, sgd_step_size=None):
     """A fresh model trained on a synthetic set alone, full batch, --eval-steps steps: Adam at --eval-lr (the
-    headline protocol: how a user trains a new model on a set), or, given ``sgd_step_size``, SGD at that rate
-    (MTT's protocol, at the distillation's learned step size; for DLinear the same steps with the gradient in
-    closed form, ``LinearUnroll``)."""
+    headline protocol: how a user trains a new model on a set; ``train_on_sets`` with one set and one seed), or,
+    given ``sgd_step_size``, SGD at that rate (MTT's protocol, at the distillation's learned step size; for DLinear
+    the same steps with the gradient in closed form, ``LinearUnroll``)."""
+    if sgd_step_size is None:
+        return train_on_sets(backbone, {"set": synthetic}, config, device, shape, [seed])["set"][0]
     seed_everything(seed)
     model = build_backbone(backbone, config, shape).to(device)
-    if sgd_step_size is not None and isinstance(model, DLinear):
+    if isinstance(model, DLinear):
         return _sgd_in_closed_form(model, synthetic.to(device), config, sgd_step_size)
-    if sgd_step_size is None:
-        # fused: one kernel per parameter instead of about ten small ops (the same update up to rounding)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config["eval_lr"], fused=True)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=sgd_step_size)
+    optimizer = torch.optim.SGD(model.parameters(), lr=sgd_step_size)
     x, y = split_set(synthetic.to(device), config["seq_len"])
     model.train()
     for _ in range(config["eval_steps"]):
@@ -42,6 +46,44 @@ def train_on_set(backbone, synthetic, config, device, shape, seed, sgd_step_size
         optimizer.step()
         raise_if_stopped()  # a model of a few samples' steps: trained again on a resume, not kept
     return model
+
+
+def train_on_sets(backbone, sets, config, device, shape, seeds, description=None):
+    """{method: [model per seed]}: for every set of ``sets`` ({method: set [S, C, seq_len + pred_len]}) and seed, a
+    fresh model (initialised after ``seed_everything(seed)``) trained on the set alone, full batch, --eval-steps
+    Adam steps at --eval-lr. The models train together, up to ENSEMBLE_ROWS forecast rows at a time: their
+    parameters stacked (``torch.func.stack_module_state``), one vmapped forward, the sum of their MSEs (each model's
+    gradient is its own MSE's) and one fused Adam over the stacks (elementwise: each model's own Adam). The same
+    models as training each alone, up to rounding, except for dropout, whose masks are drawn for the batch."""
+    jobs = [(method, seed) for method in sets for seed in seeds]
+    rows = next(iter(sets.values())).shape[0] * shape[2]
+    per_batch = max(1, ENSEMBLE_ROWS // rows)
+    trained = {method: [] for method in sets}
+    for begin in range(0, len(jobs), per_batch):
+        batch = jobs[begin:begin + per_batch]
+        models = []
+        for _, seed in batch:
+            seed_everything(seed)
+            models.append(build_backbone(backbone, config, shape).to(device).train())
+        pairs = [split_set(sets[method].to(device), config["seq_len"]) for method, _ in batch]
+        x, y = torch.stack([pair[0] for pair in pairs]), torch.stack([pair[1] for pair in pairs])
+        params, buffers = stack_module_state(models)
+        template = copy.deepcopy(models[0]).to("meta")
+        forward = vmap(lambda p, b, inputs: functional_call(template, (p, b), (inputs,)), randomness="different")
+        optimizer = torch.optim.Adam(params.values(), lr=config["eval_lr"], fused=True)
+        steps = range(config["eval_steps"])
+        for _ in steps if description is None else Progress(steps, f"{description}: {len(batch)} model(s)"):
+            loss = (forward(params, buffers, x) - y).square().mean(dim=(1, 2, 3)).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            raise_if_stopped()  # models of a few samples' steps: trained again on a resume, not kept
+        with torch.no_grad():
+            for k, ((method, _), model) in enumerate(zip(batch, models)):
+                for name, parameter in model.named_parameters():
+                    parameter.copy_(params[name][k])
+                trained[method].append(model)
+    return trained
 
 
 @torch.no_grad()
@@ -113,38 +155,45 @@ def planned_full_models(config, out):
     limits = (("epochs", "full_epochs", config["full_epochs"]),)
     return [Planned(full_model_path(out, backbone, k), full_model_key(config, backbone, k), limits)
             for backbone in dict.fromkeys((config["backbone"], *config["eval_backbone"]))
-            for k in range(config["eval_models"])]
+            for k in range(config["full_models"])]
 
 
 def evaluate_methods(backbone, sets, config, train, val, test, device, shape, out, resume, step_sizes=None,
                      include_full=True):
     """Test metrics of --eval-models models trained on each set of ``sets`` ({method: set}) and, with
-    ``include_full``, on the full training split (``full``, Adam with early stopping on ``val``, at most
-    --full-series windows x channels an epoch). Without ``step_sizes`` the models train on the sets with Adam (the
-    headline); with {method: step size} with SGD at those rates (MTT's protocol)."""
-    single = Runtime(0, 1, device)
-    methods = [*sets, "full"] if include_full else list(sets)
-    protocol = "Adam" if step_sizes is None else "SGD"
-    per_epoch = windows_per_epoch(config, train[0].shape[-1], "full")
-    results = {}
-    for method in methods:
-        runs = []
-        for k in Progress(range(config["eval_models"]), f"evaluate {method} ({backbone}, {protocol})"):
-            seed = config["seed"] * 100 + k
-            if method == "full":
-                seed_everything(seed)
-                model = build_backbone(backbone, config, shape).to(device)
-                fit_config = FitConfig(epochs=config["full_epochs"], batch_size=config["batch_size"],
-                                       lr=config["eval_lr"], patience=config["patience"], windows_per_epoch=per_epoch)
-                fit(model, lambda module, x, y: F.mse_loss(module(x), y), train, val,
-                    fit_config, single, full_model_path(out, backbone, k), f"full {backbone} {k}", seed, resume,
-                    full_model_key(config, backbone, k))
-            else:
-                model = train_on_set(backbone, sets[method], config, device, shape, seed,
-                                     None if step_sizes is None else step_sizes[method])
-            runs.append(model_metrics(model, test, shape, device))
-        results[method] = summarize(runs)
+    ``include_full``, of --full-models trained on the full training split (``full``, Adam with early stopping on
+    ``val``, at most --full-series windows x channels an epoch). Without ``step_sizes`` the models train on the sets
+    with Adam (the headline), all together (``train_on_sets``); with {method: step size} with SGD at those rates
+    (MTT's protocol). Model k of every method has the seed --seed x 100 + k."""
+    seeds = [config["seed"] * 100 + k for k in range(config["eval_models"])]
+    if step_sizes is None:
+        trained = train_on_sets(backbone, sets, config, device, shape, seeds, f"evaluate the sets ({backbone}, Adam)")
+    else:
+        trained = {method: [train_on_set(backbone, sets[method], config, device, shape, seed, step_sizes[method])
+                            for seed in Progress(seeds, f"evaluate {method} ({backbone}, SGD)")]
+                   for method in sets}
+    results = {method: summarize([model_metrics(model, test, shape, device) for model in models])
+               for method, models in trained.items()}
+    if include_full:
+        full = [model_metrics(train_full_model(backbone, config, train, val, device, shape, out, resume, k), test,
+                              shape, device) for k in range(config["full_models"])]
+        results["full"] = summarize(full)
     return results
+
+
+def train_full_model(backbone, config, train, val, device, shape, out, resume, index):
+    """Full-data model ``index``: Adam with early stopping on ``val`` (``fit``), at most --full-series windows x
+    channels an epoch, checkpointed in ``out`` (``full_model_path``); seed --seed x 100 + index."""
+    seed = config["seed"] * 100 + index
+    seed_everything(seed)
+    model = build_backbone(backbone, config, shape).to(device)
+    fit_config = FitConfig(epochs=config["full_epochs"], batch_size=config["batch_size"], lr=config["eval_lr"],
+                           patience=config["patience"],
+                           windows_per_epoch=windows_per_epoch(config, train[0].shape[-1], "full"))
+    fit(model, lambda module, x, y: F.mse_loss(module(x), y), train, val, fit_config, Runtime(0, 1, device),
+        full_model_path(out, backbone, index), f"full {backbone} {index}", seed, resume,
+        full_model_key(config, backbone, index))
+    return model
 
 
 def set_diagnostics(sets, initial_set, train, seq_len):
