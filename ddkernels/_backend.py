@@ -46,7 +46,8 @@ def _constant_result(fn):
     return fn
 
 
-def _warn_once(key, message):
+def warn_once(key, message):
+    """A RuntimeWarning for ``key``, the first time only (a fallback that would otherwise repeat every call)."""
     if key not in _warned:
         _warned.add(key)
         warnings.warn(message, RuntimeWarning, stacklevel=4)
@@ -55,6 +56,11 @@ def _warn_once(key, message):
 def cpu_extension():
     """The compiled ``ddkernels._C`` module, or None when it failed to import."""
     return _C
+
+
+def cpu_extension_error():
+    """Why ``ddkernels._C`` failed to import (the ImportError), or None."""
+    return _C_IMPORT_ERROR
 
 
 _TRITON_PRESENT = importlib.util.find_spec("triton") is not None
@@ -155,12 +161,12 @@ def resolve(op_name, device, kernels):
         if device.type == "cuda" and "triton" in kernels:
             if triton_available():
                 return _checked_triton(op_name, interpret=False)
-            _warn_once("triton", "ddkernels: triton is not installed; CUDA tensors use the reference backend")
+            warn_once("triton", "ddkernels: triton is not installed; CUDA tensors use the reference backend")
             return "reference"
         if device.type == "cpu" and "cpu" in kernels:
             if _C is not None:
                 return "cpu"
-            _warn_once("cpu", f"ddkernels: the C++ extension ddkernels._C failed to import ({_C_IMPORT_ERROR}); "
+            warn_once("cpu", f"ddkernels: the C++ extension ddkernels._C failed to import ({_C_IMPORT_ERROR}); "
                               "CPU tensors use the reference backend")
             return "reference"
         return "reference"

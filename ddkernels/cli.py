@@ -84,7 +84,7 @@ def info(args):
     print(f"ddkernels {ddkernels.__version__}  torch {torch.__version__}  triton {_version('triton')}  "
           f"python {platform.python_version()}")
     cext = _backend.cpu_extension()
-    extension = "built" if cext is not None else f"NOT available: {_backend._C_IMPORT_ERROR}"
+    extension = "built" if cext is not None else f"NOT available: {_backend.cpu_extension_error()}"
     print(f"C++ extension ddkernels._C: {extension}")
     print(f"Triton: {'present' if _backend.triton_available() else 'absent'}"
           f"{' (interpreter mode: TRITON_INTERPRET=1)' if _backend.triton_interpret() else ''}")

@@ -189,7 +189,50 @@ def test_constant_result_marks_as_torch_compiler_does():
     assert all(getattr(ours, name) == getattr(torchs, name) for name in added)
 
 
-def test_import_does_not_load_dynamo():
+def _python(code, cwd):
+    """Run ``code`` in a fresh interpreter away from the checkout (whose ddkernels/ has no built extension when
+    the package is installed, not in place); the result, with stderr in the message when it fails."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_import_does_not_load_dynamo(tmp_path):
     code = "import sys, ddkernels, ddkernels.trainers; print('torch._dynamo' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "False"
+    assert _python(code, tmp_path).strip() == "False"
+
+
+def test_trainers_without_the_extension(tmp_path):
+    """Without ddkernels._C the package still imports; DLinear's unroll warns once and runs in parameter space,
+    giving what the window-space kernel gives; forcing window space says why it cannot."""
+    window_space = _python(
+        "import torch; from ddkernels.models import DLinear; from ddkernels.trainers.linear_unroll import "
+        "LinearUnroll\n"
+        "torch.manual_seed(3); model = DLinear(24, 5, 3, revin=True); unroll = LinearUnroll(model); "
+        "theta = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])\n"
+        "x, y = torch.randn(2, 24, 3, dtype=torch.float64), torch.randn(2, 5, 3, dtype=torch.float64)\n"
+        "assert unroll.in_window_space(theta, 2)\n"
+        "print(repr(unroll.unroll(theta, x, y, torch.tensor(0.1, dtype=torch.float64), 7).tolist()))", tmp_path)
+    code = (
+        "import sys, warnings; sys.modules['ddkernels._C'] = None\n"
+        "import torch, ddkernels, ddkernels.trainers\n"
+        "from ddkernels import _backend; from ddkernels.models import DLinear\n"
+        "from ddkernels.trainers.linear_unroll import LinearUnroll\n"
+        "assert _backend.cpu_extension() is None and isinstance(_backend.cpu_extension_error(), ImportError)\n"
+        "torch.manual_seed(3); model = DLinear(24, 5, 3, revin=True); unroll = LinearUnroll(model); "
+        "theta = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])\n"
+        "x, y = torch.randn(2, 24, 3, dtype=torch.float64), torch.randn(2, 5, 3, dtype=torch.float64)\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    assert not unroll.in_window_space(theta, 2) and not unroll.in_window_space(theta, 2)\n"
+        "assert len(caught) == 1 and 'parameter space' in str(caught[0].message), caught\n"
+        "try:\n"
+        "    unroll.unroll(theta, x, y, torch.tensor(0.1, dtype=torch.float64), 7, window_space=True)\n"
+        "except _backend.BackendUnavailableError as error:\n"
+        "    assert 'ddkernels._C' in str(error)\n"
+        "else:\n"
+        "    raise AssertionError('window_space=True ran without the extension')\n"
+        "print(repr(unroll.unroll(theta, x, y, torch.tensor(0.1, dtype=torch.float64), 7).tolist()))")
+    parameter_space = _python(code, tmp_path)
+    assert torch.allclose(torch.tensor(eval(parameter_space)), torch.tensor(eval(window_space)), rtol=1e-10,
+                          atol=1e-12)

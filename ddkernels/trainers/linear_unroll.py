@@ -22,8 +22,8 @@ import math
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from ddkernels import _backend
 from ddkernels.models import DLinear
-from ddkernels.cpu import linear_unroll as cpu_unroll
 
 # Above this many forecast elements (sets x samples x channels x horizon) times steps, the steps run in segments
 # of about sqrt(steps) whose activations are recomputed in the backward pass (torch.utils.checkpoint) instead of
@@ -42,8 +42,8 @@ class _WindowSteps(torch.autograd.Function):
                 train_affine, eps2, steps, seq_len, keep_tape):
         as64 = [t.detach().to(torch.float64).contiguous() for t in (kernel, trend_rowsum, std, offset, step_size)]
         start = [t.detach().to(torch.float64).contiguous() for t in (linear, trend_sum, bias, weight, shift)]
-        sums, tape = cpu_unroll.unroll_forward(as64, start, train_affine, eps2, steps, seq_len,
-                                               keep_tape)
+        launcher = _backend.launchers("cpu", "linear_unroll")
+        sums, tape = launcher.unroll_forward(as64, start, train_affine, eps2, steps, seq_len, keep_tape)
         ctx.save_for_backward(*as64, tape)
         ctx.settings = (train_affine, eps2, steps, seq_len)
         ctx.dtypes = [t.dtype for t in (kernel, trend_rowsum, std, offset, step_size, linear, trend_sum, bias,
@@ -56,7 +56,8 @@ class _WindowSteps(torch.autograd.Function):
         *inputs, tape = ctx.saved_tensors
         grads = [torch.zeros(shape, dtype=torch.float64) if grad is None else grad.to(torch.float64).contiguous()
                  for grad, shape in zip(grad_sums, ctx.sum_shapes)]
-        grad_inputs, grad_start = cpu_unroll.unroll_backward(inputs, *ctx.settings, tape, grads)
+        launcher = _backend.launchers("cpu", "linear_unroll")
+        grad_inputs, grad_start = launcher.unroll_backward(inputs, *ctx.settings, tape, grads)
         cast = [grad.to(dtype) for grad, dtype in zip(grad_inputs + grad_start, ctx.dtypes)]
         return (*cast, None, None, None, None, None)
 
@@ -156,9 +157,16 @@ class LinearUnroll:
         return (w - matrix_step * grad_w, b - matrix_step * grad_b, *updated)
 
     def in_window_space(self, theta, samples):
-        """Whether ``unroll`` runs the steps in window space (see the module's docstring)."""
-        return (theta.device.type == "cpu" and theta.dtype in (torch.float32, torch.float64)
-                and samples * self.channels <= 2 * self.seq_len)
+        """Whether ``unroll`` runs the steps in window space (see the module's docstring); without the C++
+        extension it warns once and runs them in parameter space."""
+        suited = (theta.device.type == "cpu" and theta.dtype in (torch.float32, torch.float64)
+                  and samples * self.channels <= 2 * self.seq_len)
+        if suited and _backend.cpu_extension() is None:
+            _backend.warn_once("linear_unroll", "ddkernels: the C++ extension ddkernels._C failed to import "
+                                                f"({_backend.cpu_extension_error()}); DLinear's unrolled steps run "
+                                                "in parameter space (torch ops)")
+            return False
+        return suited
 
     def unroll(self, theta, x, y, step_size, steps, window_space=None):
         """theta after ``steps`` SGD steps of size ``step_size`` on MSE(DLinear(theta, x), y), differentiable in
@@ -173,6 +181,9 @@ class LinearUnroll:
         if window_space is None:
             window_space = self.in_window_space(theta, x.shape[-3])
         if window_space:
+            if _backend.cpu_extension() is None:
+                raise _backend.BackendUnavailableError("window_space=True needs the C++ extension, but ddkernels._C "
+                                                       f"failed to import: {_backend.cpu_extension_error()}")
             return self._unroll_window_space(params, features, offset, step_size, steps)
 
         def run(count, *params):
