@@ -2,8 +2,9 @@
 four ways interleaved in one process: the sets' closed-form students unrolled together (``step_together``, the
 trainer's path: on the CPU, in window space by the C++ kernel when the set has at most as many rows as features),
 the same with the steps forced into parameter space (torch ops), each set's closed-form step alone, and each set's
-autograd unroll (``--unroll autograd``, the generic path and the first algorithm). Medians after warm-up, ratios
-against autograd:
+autograd unroll (``--unroll autograd``, the generic path and the first algorithm); on CUDA also the trainer's CUDA
+graph (``CapturedIteration``), first checked against the eager iterations. Medians after warm-up, ratios against
+autograd:
 
     python benchmarks/distill_iteration.py --data ../shared/data/ETTh1.csv --threads 1
     python benchmarks/distill_iteration.py --data synthetic:default,channels=321,rows=26304
@@ -62,6 +63,10 @@ def main(argv=None):
                                                                                             theta_target)),
             "each alone (closed form)": lambda: [run.step(theta_start, theta_target) for run in closed],
             "each alone (autograd)": lambda: [run.step(theta_start, theta_target) for run in generic]}
+    if device.type == "cuda":
+        check_captured(runs, theta_start, theta_target, noise)
+        captured = ddtime.CapturedIteration(runs("closed-form"))
+        ways["together (CUDA graph)"] = lambda: captured(theta_start, theta_target)
     seconds = {name: [] for name in ways}
     for _ in range(args.iterations):
         for name, way in ways.items():
@@ -75,6 +80,26 @@ def main(argv=None):
     for name, times in seconds.items():
         median = statistics.median(times[3:])
         print(f"iteration {name}: {median * 1e3:.2f} ms, {reference / median:.2f}x")
+
+
+def check_captured(runs, theta_start, theta_target, noise, iterations=6):
+    """Raises unless the CUDA graph's iterations (CapturedIteration: eager warm-up, capture, replays) leave the sets
+    and losses where the eager ones do, on segments that change every iteration (the replays read them from the
+    graph's static buffers)."""
+    eager, captured = runs("closed-form"), runs("closed-form")
+    replay = ddtime.CapturedIteration(captured)
+    worst = 0.0
+    for iteration in range(iterations):
+        start = theta_start + 0.001 * iteration * noise
+        losses = ddtime.step_together(eager, start, theta_target), replay(start, theta_target)
+        for a, b in zip(*losses):
+            worst = max(worst, abs(a - b) / max(abs(a), 1e-30))
+    for a, b in zip(eager, captured):
+        worst = max(worst, float((a.synthetic - b.synthetic).norm() / a.synthetic.norm()))
+    print(f"CUDA graph vs eager after {iterations} iterations ({ddtime.CapturedIteration.WARMUP} eager, 1 captured, "
+          f"{iterations - ddtime.CapturedIteration.WARMUP - 1} replayed): worst relative difference {worst:.1e}")
+    if not worst <= 1e-4:
+        raise SystemExit(f"the CUDA graph's iterations differ from the eager ones by {worst:.1e} (limit 1e-4)")
 
 
 if __name__ == "__main__":

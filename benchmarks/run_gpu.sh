@@ -10,6 +10,9 @@
 #               would not fit the budget)
 #   4 distill   ddkernels distill --device cuda, tiny budget; seconds per iteration of base and ddtime
 #     kd        ddkernels kd --device cuda, tiny budget
+#     iteration benchmarks/distill_iteration.py: one quick-preset distillation iteration, each path
+#     jobs      benchmarks/jobs.py --device cuda: distill --preset quick end to end on the default series and on
+#               321 channels x 26,304 rows; per-stage seconds, CUDA peak, share of time in ddkernels' launchers
 #     step      benchmarks/compiled_step.py: every loss in a torch.compile(mode="reduce-overhead") step
 #   5 suite     the whole test suite (but gpu_smoke and the dry run), with what is left of the budget
 # A stage's cap is cut so that the later stages keep their reserve, and a stage without time left is skipped.
@@ -38,7 +41,7 @@ out="${OUT:-$(mktemp -d /tmp/ddkernels-gpu-out.XXXXXX)}"
 work="$(mktemp -d /tmp/ddkernels-gpu-work.XXXXXX)"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-BUDGET=400
+BUDGET=460
 scale=1  # of the budget and every cap
 summary=()
 failed=0
@@ -107,6 +110,15 @@ import json, sys
 s = json.load(open(sys.argv[1]))["seconds_per_iteration"]
 print(f"ms per iteration: both sets {s['together'] * 1e3:.2f}; alone base {s['base'] * 1e3:.2f}, ddtime "
       f"{s['ddtime'] * 1e3:.2f} ({s['ddtime'] / s['base'] - 1:+.1%})")
+PY
+}
+jobs_key() {  # one line: wall seconds, iteration and CUDA peak of each shape
+    "$py" - "$1" <<'PY'
+import json, sys
+jobs = json.load(open(sys.argv[1]))
+print("; ".join(f"{shape} {row['wall']:.0f} s (iteration {row.get('iteration_together', float('nan')) * 1e3:.1f} ms, "
+                f"ops {row['op_share']:.0%}, CUDA {row.get('cuda_peak_mb', 0):.0f} MB)"
+                for shape, rows in jobs.items() for row in rows.values()))
 PY
 }
 kd_key() {
@@ -190,6 +202,14 @@ iterations=12
 ((dry_run)) && iterations=4
 step "4 iteration" "$log" "$(cap 40 60)" "last_line ^iteration.together $log" -- \
     "$py" "$repo/benchmarks/distill_iteration.py" --device "$device" --iterations "$iterations"
+if ((dry_run)); then
+    jobs=(--device cpu --shapes default --job-args "${distill[*]}")
+else
+    jobs=(--device cuda --threads 8 --shapes default c321)
+fi
+step "4 jobs" "$log" "$(cap 110 130)" "jobs_key $work/jobs/jobs.json" -- \
+    "$py" "$repo/benchmarks/jobs.py" --installed "${jobs[@]}" --work "$work/jobs-work" --out "$work/jobs"
+[[ -f $work/jobs/jobs.md ]] && { echo "== jobs"; cat "$work/jobs/jobs.md"; } >> "$log"
 compiled=()
 ((dry_run)) && compiled+=(--dry-run)
 step "4 step" "$log" "$(cap 75 0)" "last_line ^compiled.step $log" -- \

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-STEPS = ["1 install", "1 info", "2 correct", "3 replay", "3 bench", "4 distill", "4 kd", "4 iteration", "4 step", "5 suite"]
+STEPS = ["1 install", "1 info", "2 correct", "3 replay", "3 bench", "4 distill", "4 kd", "4 iteration", "4 jobs", "4 step", "5 suite"]
 
 
 def test_run_gpu_dry_run_passes_every_stage(tmp_path):

@@ -410,14 +410,14 @@ def _adjoint(g, shape, dim, dtype):
     """dloss/dx [slots, *shape] (float32; float64 for float64 inputs) from G [slots, outer, bins, inner, 2]."""
     slots, outer, n_bins, inner, _ = g.shape
     length = shape[dim]
+    if slots == 0:  # no input requires grad (cuFFT rejects an empty transform)
+        return torch.empty((0, *shape), dtype=accumulate_dtype(dtype), device=g.device)
     if not _dense(length):
         weights = _hermitian_weights(n_bins, length, g.device)[:, None]
         spectrum = torch.view_as_complex(g) * weights
         grads = torch.fft.irfft(spectrum, n=length, dim=2, norm="forward").reshape(slots, *shape)
         return grads.to(accumulate_dtype(dtype))
     grads = torch.empty((slots, *shape), dtype=torch.float32, device=g.device)
-    if slots == 0:
-        return grads.to(accumulate_dtype(dtype))
     cos, sin = _basis(length, g.device)
     n_rows = outer * inner
     grid = (triton.cdiv(n_rows, BLOCK_R), triton.cdiv(length, ADJOINT_BLOCK_T), slots)

@@ -195,7 +195,9 @@ class LinearUnroll:
             return self.pack(run(steps, *params))
         segment = max(1, math.isqrt(steps))
         for start in range(0, steps, segment):
-            params = checkpoint(run, min(segment, steps - start), *params, use_reentrant=False)
+            # no randomness in the steps: no RNG state to save (reading it would break a CUDA graph's capture)
+            params = checkpoint(run, min(segment, steps - start), *params, use_reentrant=False,
+                                preserve_rng_state=False)
         return self.pack(params)
 
     def _unroll_window_space(self, params, features, offset, step_size, steps):

@@ -15,7 +15,7 @@ from ddkernels.trainers._options import api_signature, options_doc, run_command
 from ddkernels.trainers.ddtime.evaluation import LEVEL_SHIFT, evaluate_methods, planned_full_models, set_diagnostics
 from ddkernels.trainers.ddtime.experts import expert_trajectories, planned_experts, segment_step_size
 from ddkernels.trainers.ddtime.matching import distill_sets, method_terms, planned_distillation
-from ddkernels.trainers.ddtime.options import FLAGS, METHODS, OPTIONS, resolve_config
+from ddkernels.trainers.ddtime.options import FLAGS, METHODS, OPTIONS, captures_iteration, resolve_config
 from ddkernels.trainers.ddtime.plots import _plot
 from ddkernels.trainers.ddtime.windows import (epoch_windows, random_windows, split_set, test_windows,
                                                validation_windows)
@@ -98,6 +98,7 @@ def _distill(config, source, runtime):
     dataset = data.load(source, config["seq_len"], config["pred_len"], seed=config["seed"])
     train = dataset.windows("train", stride=config["stride"]).tensors()
     check_training_windows(config, dataset, train)
+    captured = captures_iteration(config, runtime.device)
     shape = (config["seq_len"], config["pred_len"], dataset.channels)
     flags = FLAGS
     if config["syn_lr"] is None:
@@ -110,7 +111,7 @@ def _distill(config, source, runtime):
               f"({epoch_windows(config, train, 'expert')} an expert epoch, --expert-series; "
               f"{epoch_windows(config, train, 'full')} a full-data model's, --full-series); "
               f"{runtime.world_size} process(es) on {runtime.device}; initial student step size "
-              f"{config['syn_lr']:.4g}")
+              f"{config['syn_lr']:.4g}" + ("; the distillation iteration replayed as a CUDA graph" if captured else ""))
     clock = time.perf_counter()
     trajectories = expert_trajectories(config, train, runtime, shape, out / "experts", resume)
     if not runtime.is_main:
@@ -144,6 +145,7 @@ def _distill(config, source, runtime):
         for backbone in config["eval_backbone"]}
     print(f"evaluation: {time.perf_counter() - clock:.0f} s")
     metrics["seconds_per_iteration"] = seconds
+    metrics["iteration_captured"] = captured
     metrics["overhead_vs_base"] = seconds["ddtime"] / seconds["base"] - 1
     metrics["initial_step_size"] = config["syn_lr"]
     metrics["test_windows"] = {"scored": len(test[0]), "of": all_test}

@@ -1,8 +1,10 @@
 """DDTime stage 2: trajectory matching, the synthetic sets distilled in lockstep (``distill_sets``)."""
+import contextlib
 import copy
 import math
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -13,7 +15,8 @@ from ddkernels._console import Progress
 from ddkernels.trainers._checkpoints import CheckpointClock, Planned, check_key, read_checkpoint, save_atomic
 from ddkernels.trainers._interrupt import Interrupted, raise_if_stopped, stop_requested
 from ddkernels.trainers.ddtime.backbones import FlatParameters, build_backbone
-from ddkernels.trainers.ddtime.options import DISTILL_OPTIONS, FLAGS, TERM_OPTIONS, config_key, unroll_kind
+from ddkernels.trainers.ddtime.options import (DISTILL_OPTIONS, FLAGS, TERM_OPTIONS, captures_iteration, config_key,
+                                               unroll_kind)
 from ddkernels.trainers.ddtime.windows import split_set
 from ddkernels.trainers.linear_unroll import LinearUnroll
 
@@ -42,8 +45,11 @@ class TrajectoryMatching:
         self.log_lr = torch.tensor(math.log(config["syn_lr"]), device=device, requires_grad=True)
         # FTD evaluates an exponential moving average of the set rather than its last iterate
         self.average = self.synthetic.detach().clone() if config["base"] == "ftd" else None
+        # capturable where the iteration is captured: the step count stays on the device, so the update can be
+        # part of a CUDA graph
         self.optimizer = torch.optim.Adam([{"params": [self.synthetic], "lr": config["lr_syn"]},
-                                           {"params": [self.log_lr], "lr": config["lr_lr"]}])
+                                           {"params": [self.log_lr], "lr": config["lr_lr"]}],
+                                          capturable=captures_iteration(config, torch.device(device)))
 
     def unroll(self, theta_start, x, y):
         """The student after --syn-steps SGD steps from theta_start on the set (x, y), differentiable in both and
@@ -93,11 +99,13 @@ class TrajectoryMatching:
         loss = sum(self.loss_terms(theta_start, theta_target).values())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        return self.update(loss, theta_target)
+        with eager_capturable_steps():
+            self.update(theta_target)
+        return loss.item()
 
-    def update(self, loss, theta_target):
-        """After the loss's backward: the clipped Adam step, the label update and the moving average; returns the
-        loss as a float."""
+    def update(self, theta_target):
+        """After the loss's backward: the clipped Adam step, the label update and the moving average (device work
+        only: no host synchronisation, so that it can be captured)."""
         config, student = self.config, self.student
         torch.nn.utils.clip_grad_norm_([self.synthetic], config["clip"])
         self.optimizer.step()
@@ -107,7 +115,6 @@ class TrajectoryMatching:
                 y.lerp_(student(theta_target, x), config["label_rate"])
         if self.average is not None:
             self.average.lerp_(self.synthetic.detach(), 1 - config["ema_decay"])
-        return loss.item()
 
     @property
     def step_size(self):
@@ -141,6 +148,21 @@ def step_together(runs, theta_start, theta_target):
     gradient is its own (the loss is the sum of the runs' losses, each depending on its own set alone)."""
     if not all(run.closed_form for run in runs):
         return [run.step(theta_start, theta_target) for run in runs]
+    with eager_capturable_steps():
+        return _iterate_together(runs, theta_start, theta_target).tolist()
+
+
+@contextlib.contextmanager
+def eager_capturable_steps():
+    """A context in which a capturable optimizer's eager step does not warn: the captured runs' warm-up, and their
+    copies timed alone, are meant to run eagerly."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*capturable=True.*without CUDA graph capture", category=UserWarning)
+        yield
+
+
+def _iterate_together(runs, theta_start, theta_target):
+    """``step_together``'s closed-form iteration as device work alone; returns the losses [runs] on the device."""
     seq_len = runs[0].config["seq_len"]
     inputs, targets = zip(*(split_set(run.synthetic, seq_len) for run in runs))
     step_sizes = torch.stack([run.log_lr for run in runs]).exp().unsqueeze(-1)
@@ -150,7 +172,49 @@ def step_together(runs, theta_start, theta_target):
     for run in runs:
         run.optimizer.zero_grad(set_to_none=True)
     sum(losses).backward()
-    return [run.update(loss, theta_target) for run, loss in zip(runs, losses)]
+    for run in runs:
+        run.update(theta_target)
+    return torch.stack(losses).detach()
+
+
+class CapturedIteration:
+    """``step_together`` of closed-form runs on CUDA, recorded once as a CUDA graph and replayed: an iteration is
+    thousands of small kernels (--syn-steps steps forward and backward), so eagerly it is bound by their launches.
+
+    The first WARMUP iterations run eagerly on a side stream (as capture requires: the libraries' handles, the
+    optimizers' state and the autograd engine's streams are set up by then); the next is recorded, with the segment
+    read from two static buffers, and every iteration from then on copies its segment into them and replays the
+    graph. A replay runs the same kernels on the same tensors as the eager iteration (the runs' sets, step sizes and
+    optimizer states are updated in place), so the runs' state_dict and the result are the eager path's."""
+
+    WARMUP = 3
+
+    def __init__(self, runs):
+        if not all(run.closed_form for run in runs):
+            raise ValueError("CapturedIteration needs the closed-form unroll (--backbone dlinear)")
+        self.runs = runs
+        self.eager_left = self.WARMUP
+        self.graph = self.start = self.target = self.losses = None
+
+    def __call__(self, theta_start, theta_target):
+        """One iteration of every run; returns their losses (floats)."""
+        if self.eager_left:
+            self.eager_left -= 1
+            side = torch.cuda.Stream(theta_start.device)
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side), eager_capturable_steps():
+                losses = _iterate_together(self.runs, theta_start, theta_target)
+            torch.cuda.current_stream().wait_stream(side)
+            return losses.tolist()
+        if self.graph is None:
+            self.start, self.target = theta_start.clone(), theta_target.clone()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.losses = _iterate_together(self.runs, self.start, self.target)
+        self.start.copy_(theta_start)
+        self.target.copy_(theta_target)
+        self.graph.replay()
+        return self.losses.tolist()
 
 
 def start_epoch_window(config, iteration):
@@ -221,13 +285,14 @@ def distill_sets(config, terms, trajectories, initial_set, device, shape, checkp
                     checkpoint)
         clock.written()
 
+    iterate = (CapturedIteration(list(runs.values())) if captures_iteration(config, device)
+               else lambda start, target: step_together(list(runs.values()), start, target))
     clock = CheckpointClock()
     iterations = Progress(range(start_iteration, config["iterations"]), f"distill {', '.join(runs)}")
     for iteration in iterations:
         theta_start, theta_target = draw_segment(config, trajectories, iteration, generator, device)
         begin = time.perf_counter()
-        losses = step_together(list(runs.values()), theta_start, theta_target)
-        synchronize(device)
+        losses = iterate(theta_start, theta_target)  # the losses' transfer waits for the device
         seconds.append(time.perf_counter() - begin)
         iterations.set(**dict(zip(runs, losses)))
         stop = stop_requested()

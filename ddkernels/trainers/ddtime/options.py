@@ -12,6 +12,7 @@ from ddkernels.trainers.ddtime.windows import EXPERT_MIN_WINDOWS
 
 METHODS = ("random", "base", "ddtime", "full")
 UNROLLS = ("auto", "closed-form", "autograd")
+CUDA_GRAPHS = ("auto", "on", "off")
 BASES = ("mtt", "datm", "ftd")
 # The options a checkpoint depends on (its key; a resume with other values raises). Counts of epochs and
 # iterations are left out, so a resume may extend them.
@@ -105,6 +106,9 @@ OPTIONS = (
     Option("unroll", choice(UNROLLS), "how the student's steps are differentiated: closed-form (DLinear: the inner "
            "gradient written by hand, no double backward), autograd (any backbone: torch.autograd.grad with "
            "create_graph) or auto (default: closed-form for dlinear)", default="auto"),
+    Option("cuda_graph", choice(CUDA_GRAPHS), "record the distillation iteration once as a CUDA graph and replay "
+           "it (the unrolled steps are thousands of small kernels, launch-bound on a GPU): auto (default: on CUDA "
+           "with the closed-form unroll), on (raise where it cannot) or off", default="auto"),
     Option("resume", FLAG, "reuse finished experts and continue unfinished ones, the distillation and the full-data "
            "models from the checkpoints in --out", default=False),
 )
@@ -131,6 +135,18 @@ def unroll_kind(config):
         raise ValueError(f"--unroll closed-form needs --backbone dlinear (got {config['backbone']}); "
                          "use --unroll autograd or auto")
     return config["unroll"]
+
+
+def captures_iteration(config, device):
+    """Whether the distillation iteration runs as a replayed CUDA graph (--cuda-graph) on ``device``: it needs CUDA
+    and the closed-form unroll (autograd's double backward is left eager)."""
+    possible = device.type == "cuda" and unroll_kind(config) == "closed-form"
+    if config["cuda_graph"] == "on" and not possible:
+        why = (f"the job runs on {device}" if device.type != "cuda"
+               else f"the unroll is {unroll_kind(config)} (only the closed-form unroll is captured)")
+        raise ValueError(f"--cuda-graph on needs CUDA and the closed-form unroll (--backbone dlinear), but {why}; "
+                         "use --cuda-graph auto or off")
+    return possible and config["cuda_graph"] != "off"
 
 
 def resolve_config(options):
