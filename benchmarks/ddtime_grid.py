@@ -74,7 +74,7 @@ def run_cell(args, data, window, samples, base, seed, extra):
 
 
 def read_cell(folder):
-    """{(architecture, method): (mse, mae)} of a finished cell."""
+    """{(architecture, method): (mse, mae)} of a finished cell, and ddtime's time per iteration over base's - 1."""
     import json
     metrics = json.loads((folder / "metrics.json").read_text())
     backbone = metrics["config"]["backbone"]
@@ -82,7 +82,7 @@ def read_cell(folder):
     for architecture, results in metrics.get("cross_architecture", {}).items():
         for method in METHODS:
             scores[(architecture, method)] = (results[method]["mse"], results[method]["mae"])
-    return scores
+    return scores, metrics["overhead_vs_base"]
 
 
 def collect(args):
@@ -94,10 +94,11 @@ def collect(args):
             error = (folder / "error.txt").read_text().strip() if (folder / "error.txt").exists() else "not run"
             failed.append(((data, window, samples, base, seed), error))
             continue
-        for (architecture, method), (mse, mae) in sorted(read_cell(folder).items()):
+        scores, cost = read_cell(folder)
+        for (architecture, method), (mse, mae) in sorted(scores.items()):
             rows.append({"data": slug(data), "seq_len": window[0], "pred_len": window[1], "samples": samples,
                          "base": base, "seed": seed, "architecture": architecture, "method": method, "mse": mse,
-                         "mae": mae})
+                         "mae": mae, "ddtime_cost": cost})
     return rows, failed
 
 
@@ -119,6 +120,16 @@ def summarize(rows):
     return summary
 
 
+def costs(rows):
+    """Per summary key: ddtime's time per iteration over base's - 1, one value per seed (rows without it: none)."""
+    found = {}
+    for row in rows:
+        if row.get("ddtime_cost") is not None and row["method"] == "ddtime":
+            key = (row["data"], row["seq_len"], row["pred_len"], row["samples"], row["base"], row["architecture"])
+            found.setdefault(key, []).append(row["ddtime_cost"])
+    return found
+
+
 def share(random, value, full):
     """The share of the random -> full gap a set closes (1: as good as the full data; below 0: worse than random
     windows); nan when the gap is not positive."""
@@ -126,9 +137,13 @@ def share(random, value, full):
     return (random - value) / gap if gap > 0 else math.nan
 
 
-def markdown(summary, failed):
+def markdown(summary, failed, cost=None):
+    """grid.md: a row per cell and architecture. ``meets``: both sets below the random windows on every seed and
+    closing at least 60% of the random -> full gap on the seed means (``NO`` names a cell that fails); ``ddtime
+    cost``: the median over seeds of ddtime's time per iteration against base's (``cost``, from ``costs``)."""
+    cost = cost or {}
     lines = ["| data | input | horizon | S | base | architecture | seeds | random | base | ddtime | full | "
-             "ddtime - base | base share | ddtime share |", "|" + " --- |" * 14]
+             "ddtime - base | base share | ddtime share | meets | ddtime cost |", "|" + " --- |" * 16]
     for key in sorted(summary):
         per = summary[key]
         cells_text = []
@@ -138,9 +153,14 @@ def markdown(summary, failed):
         diff = mean_std([d - b for d, b in zip(per["ddtime"], per["base"])])
         shares = [mean_std([share(r, v, f) for r, v, f in zip(per["random"], per[m], per["full"])])
                   for m in ("base", "ddtime")]
+        means = {method: statistics.fmean(per[method]) for method in METHODS}
+        meets = all(all(v < r for v, r in zip(per[m], per["random"]))
+                    and share(means["random"], means[m], means["full"]) >= 0.6 for m in ("base", "ddtime"))
+        cost_text = f"{statistics.median(cost[key]):+.1%}" if cost.get(key) else "-"
         lines.append("| " + " | ".join([*map(str, key), str(len(per["base"])), *cells_text,
                                         f"{diff[0]:+.4f} +- {diff[1]:.4f}",
-                                        *(f"{m:.2f} +- {s:.2f}" for m, s in shares)]) + " |")
+                                        *(f"{m:.2f} +- {s:.2f}" for m, s in shares),
+                                        "yes" if meets else "NO", cost_text]) + " |")
     if failed:
         lines += ["", "Cells without results:", ""]
         lines += [f"- {cell}: {error}" for cell, error in failed]
@@ -191,11 +211,11 @@ def report(args):
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "grid.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["data", "seq_len", "pred_len", "samples", "base", "seed",
-                                                    "architecture", "method", "mse", "mae"])
+                                                    "architecture", "method", "mse", "mae", "ddtime_cost"])
         writer.writeheader()
         writer.writerows(rows)
     summary = summarize(rows)
-    (out / "grid.md").write_text(markdown(summary, failed))
+    (out / "grid.md").write_text(markdown(summary, failed, costs(rows)))
     written = [out / "grid.csv", out / "grid.md", plot(summary, out / "grid.png")]
     print("wrote " + ", ".join(str(p) for p in written if p is not None))
     print((out / "grid.md").read_text())

@@ -57,3 +57,18 @@ def test_cells_and_folders():
     todo = grid.cells(args)
     assert len(todo) == 8 and todo[0] == ("x.csv", (96, 96), 5, "mtt", 0)
     assert grid.cell_dir("o", *todo[-1]) == Path("o/synthetic-default-channels-321/L96-H96/S20/mtt/seed1")
+
+
+def test_cells_that_miss_the_acceptance_are_marked():
+    # base closes (1 - 0.5) / (1 - 0.3) = 71% on the means, ddtime 43%: the cell fails, and says so
+    rows = _rows({"random": {0: 1.0, 1: 1.0}, "base": {0: 0.5, 1: 0.5}, "ddtime": {0: 0.7, 1: 0.7},
+                  "full": {0: 0.3, 1: 0.3}})
+    for row, cost in zip([r for r in rows if r["method"] == "ddtime"], (0.02, 0.04)):
+        row["ddtime_cost"] = cost
+    summary = grid.summarize(rows)
+    line = [l for l in grid.markdown(summary, [], grid.costs(rows)).splitlines() if l.startswith("| d |")][0]
+    assert line.endswith("| NO | +3.0% |")
+    passing = _rows({"random": {0: 1.0, 1: 1.0}, "base": {0: 0.5, 1: 0.4}, "ddtime": {0: 0.5, 1: 0.4},
+                     "full": {0: 0.3, 1: 0.3}})
+    line = [l for l in grid.markdown(grid.summarize(passing), []).splitlines() if l.startswith("| d |")][0]
+    assert line.endswith("| yes | - |")
