@@ -1,6 +1,7 @@
 """One distillation iteration of ``ddkernels distill --preset quick`` (base and ddtime on the same expert segment),
 four ways interleaved in one process: the sets' closed-form students unrolled together (``step_together``, the
-trainer's path: on the CPU, in window space by the C++ kernel when the set has at most as many rows as features),
+trainer's path, in the space ``LinearUnroll.choose_space`` picks: window space by the C++ kernel on the CPU for small
+sets, statistics space for large ones),
 the same with the steps forced into parameter space (torch ops), each set's closed-form step alone, and each set's
 autograd unroll (``--unroll autograd``, the generic path and the first algorithm); on CUDA also the trainer's CUDA
 graph (``CapturedIteration``), first checked against the eager iterations. Medians after warm-up, ratios against
@@ -50,12 +51,12 @@ def main(argv=None):
     closed, generic = runs("closed-form"), runs("autograd")
     def in_parameter_space(way):
         def run():
-            choice = LinearUnroll.in_window_space
-            LinearUnroll.in_window_space = lambda self, theta, samples: False
+            choice = LinearUnroll.choose_space
+            LinearUnroll.choose_space = lambda self, theta, samples: "parameter"
             try:
                 return way()
             finally:
-                LinearUnroll.in_window_space = choice
+                LinearUnroll.choose_space = choice
         return run
 
     ways = {"together (closed form)": lambda: ddtime.step_together(closed, theta_start, theta_target),

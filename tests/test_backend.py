@@ -211,7 +211,7 @@ def test_trainers_without_the_extension(tmp_path):
         "torch.manual_seed(3); model = DLinear(24, 5, 3, revin=True); unroll = LinearUnroll(model); "
         "theta = torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])\n"
         "x, y = torch.randn(2, 24, 3, dtype=torch.float64), torch.randn(2, 5, 3, dtype=torch.float64)\n"
-        "assert unroll.in_window_space(theta, 2)\n"
+        "assert unroll.choose_space(theta, 2) == 'window'\n"
         "print(repr(unroll.unroll(theta, x, y, torch.tensor(0.1, dtype=torch.float64), 7).tolist()))", tmp_path)
     code = (
         "import sys, warnings; sys.modules['ddkernels._C'] = None\n"
@@ -224,14 +224,14 @@ def test_trainers_without_the_extension(tmp_path):
         "x, y = torch.randn(2, 24, 3, dtype=torch.float64), torch.randn(2, 5, 3, dtype=torch.float64)\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
-        "    assert not unroll.in_window_space(theta, 2) and not unroll.in_window_space(theta, 2)\n"
+        "    assert unroll.choose_space(theta, 2) == unroll.choose_space(theta, 2) == 'parameter'\n"
         "assert len(caught) == 1 and 'parameter space' in str(caught[0].message), caught\n"
         "try:\n"
-        "    unroll.unroll(theta, x, y, torch.tensor(0.1, dtype=torch.float64), 7, window_space=True)\n"
+        "    unroll.unroll(theta, x, y, torch.tensor(0.1, dtype=torch.float64), 7, space='window')\n"
         "except _backend.BackendUnavailableError as error:\n"
         "    assert 'ddkernels._C' in str(error)\n"
         "else:\n"
-        "    raise AssertionError('window_space=True ran without the extension')\n"
+        "    raise AssertionError('window space ran without the extension')\n"
         "print(repr(unroll.unroll(theta, x, y, torch.tensor(0.1, dtype=torch.float64), 7).tolist()))")
     parameter_space = _python(code, tmp_path)
     assert torch.allclose(torch.tensor(eval(parameter_space)), torch.tensor(eval(window_space)), rtol=1e-10,

@@ -38,12 +38,12 @@ def _case(seq_len, pred_len, channels, samples, revin, seed):
 @pytest.mark.parametrize("revin", [True, False])
 @pytest.mark.parametrize("steps", [1, 4])
 @pytest.mark.parametrize("upstream", ["ones", "random"])
-@pytest.mark.parametrize("window_space", [True, False], ids=["window-space", "parameter-space"])
-def test_unroll_matches_autograd(shape, revin, steps, upstream, window_space):
+@pytest.mark.parametrize("space", linear_unroll.SPACES)
+def test_unroll_matches_autograd(shape, revin, steps, upstream, space):
     model, student, theta, x, y = _case(*shape, revin, seed=sum(shape) + steps)
     step_size = torch.tensor(0.07, dtype=torch.float64, requires_grad=True)
     expected = _autograd_unroll(student, theta, x, y, step_size, steps)
-    got = LinearUnroll(model).unroll(theta, x, y, step_size, steps, window_space=window_space)
+    got = LinearUnroll(model).unroll(theta, x, y, step_size, steps, space=space)
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
     weights = (torch.ones_like(got) if upstream == "ones"
@@ -79,25 +79,26 @@ def test_forecast_matches_the_model():
         torch.testing.assert_close(unroll.pack(unroll.unpack(theta)), theta, rtol=0, atol=0)
 
 
-WAYS = pytest.mark.parametrize("window_space", [True, False], ids=["window-space", "parameter-space"])
+WAYS = pytest.mark.parametrize("space", linear_unroll.SPACES)
 
 
 @WAYS
-def test_sets_unroll_together_as_each_alone(window_space):
+def test_sets_unroll_together_as_each_alone(space):
     model, _, theta, _, _ = _case(13, 7, 5, 3, True, seed=3)
     gen = torch.Generator().manual_seed(4)
     xs = torch.randn(3, 4, 13, 5, generator=gen, dtype=torch.float64)
     ys = torch.randn(3, 4, 7, 5, generator=gen, dtype=torch.float64)
     steps = torch.tensor([[0.05], [0.01], [0.2]], dtype=torch.float64)
     unroll = LinearUnroll(model)
-    together = unroll.unroll(theta.detach().expand(3, -1), xs, ys, steps, 3, window_space=window_space)
+    together = unroll.unroll(theta.detach().expand(3, -1), xs, ys, steps, 3, space=space)
     for i in range(3):
         torch.testing.assert_close(together[i], unroll.unroll(theta.detach(), xs[i], ys[i], steps[i, 0], 3,
-                                                              window_space=window_space))
+                                                              space=space))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_window_space_batched_gradients_match_autograd(dtype):
+@pytest.mark.parametrize("space", ["window", "statistics"])
+def test_batched_gradients_match_autograd(dtype, space):
     """Sets, theta and step sizes with leading dimensions that broadcast, in both dtypes, against the float64
     autograd unroll of each set."""
     model, student, theta, _, _ = _case(11, 6, 3, 2, True, seed=8)
@@ -108,7 +109,7 @@ def test_window_space_batched_gradients_match_autograd(dtype):
     weights = torch.randn(2, 3, theta.numel(), generator=gen, dtype=torch.float64)
     xs, ys, steps = (t.requires_grad_(True) for t in (xs, ys, steps))
     leaves = [t.detach().to(dtype).requires_grad_(True) for t in (theta, xs, ys, steps)]
-    got = LinearUnroll(model.to(dtype)).unroll(*leaves, 5, window_space=True)
+    got = LinearUnroll(model.to(dtype)).unroll(*leaves, 5, space=space)
     assert got.dtype == dtype
     got_grads = torch.autograd.grad((got * weights.to(dtype)).sum(), leaves)
     expected = torch.stack([torch.stack([_autograd_unroll(student, theta, xs[i, j], ys[i, j], steps[i, j, 0], 5)
@@ -121,21 +122,44 @@ def test_window_space_batched_gradients_match_autograd(dtype):
         torch.testing.assert_close(g.double(), e, rtol=10 * tolerance[0], atol=10 * tolerance[1], msg=name)
 
 
-def test_window_space_is_chosen_by_rows_against_features():
+def test_the_space_is_chosen_by_rows_against_features():
     unroll = LinearUnroll(models.DLinear(8, 4, 3))
     theta = torch.zeros(3)
-    assert unroll.in_window_space(theta, samples=5)  # 15 rows, 16 features
-    assert not unroll.in_window_space(theta, samples=6)  # 18 rows
-    assert not unroll.in_window_space(theta.to(torch.bfloat16), samples=1)
+    assert unroll.choose_space(theta, samples=4) == "window"  # 12 rows: 1.5 L
+    assert unroll.choose_space(theta, samples=5) == "parameter"  # 15 rows
+    assert unroll.choose_space(theta, samples=10) == "parameter"  # 30 rows: up to 4 L
+    assert unroll.choose_space(theta, samples=11) == "statistics"  # 33 rows
+    assert unroll.choose_space(theta.to(torch.bfloat16), samples=1) == "parameter"
+    assert unroll.choose_space(theta.to(torch.bfloat16), samples=11) == "statistics"
+    with pytest.raises(ValueError, match="space must be None or one of window, statistics, parameter, got 'rows'"):
+        unroll.unroll(theta, torch.zeros(1, 8, 3), torch.zeros(1, 4, 3), 0.1, 1, space="rows")
+
+
+@pytest.mark.parametrize("revin", [True, False])
+def test_statistics_space_on_a_large_set_in_float32(revin):
+    """Statistics space reads the set through sums over its samples (a normal-equations form): on a set of many
+    more rows than features, in float32, it stays within float32 rounding of the float64 autograd unroll."""
+    model, student, theta, x, y = _case(24, 12, 3, 200, revin, seed=16)
+    step_size = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    expected = _autograd_unroll(student, theta, x, y, step_size, 10)
+    leaves = [t.detach().float().requires_grad_(True) for t in (theta, x, y, step_size)]
+    got = LinearUnroll(model.float()).unroll(*leaves, 10, space="statistics")
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
+    weights = torch.randn(got.shape, generator=torch.Generator().manual_seed(17), dtype=torch.float64)
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (theta, x, y, step_size))
+    for name, g, e in zip(("theta", "x", "y", "step_size"),
+                          torch.autograd.grad((got * weights.float()).sum(), leaves), expected_grads):
+        assert torch.isfinite(g).all(), name
+        torch.testing.assert_close(g.double(), e, rtol=1e-4, atol=1e-4 * e.abs().max().item(), msg=name)
 
 
 @WAYS
-def test_non_contiguous_set_views(window_space):
+def test_non_contiguous_set_views(space):
     model, student, theta, _, _ = _case(13, 7, 5, 3, True, seed=5)
     whole = torch.randn(3, 5, 20, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     x, y = whole[:, :, :13].transpose(1, 2), whole[:, :, 13:].transpose(1, 2)  # the trainer's set views
     expected = _autograd_unroll(student, theta, x, y, 0.1, 2)
-    got = LinearUnroll(model).unroll(theta, x, y, torch.tensor(0.1, dtype=torch.float64), 2, window_space=window_space)
+    got = LinearUnroll(model).unroll(theta, x, y, torch.tensor(0.1, dtype=torch.float64), 2, space=space)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
@@ -152,7 +176,7 @@ def test_window_space_every_instruction_set(simd_level):
     model, student, theta, x, y = _case(17, 11, 7, 1, True, seed=12)
     step_size = torch.tensor(0.09, dtype=torch.float64, requires_grad=True)
     expected = _autograd_unroll(student, theta, x, y, step_size, 6)
-    got = LinearUnroll(model).unroll(theta, x, y, step_size, 6, window_space=True)
+    got = LinearUnroll(model).unroll(theta, x, y, step_size, 6, space="window")
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
     weights = torch.randn(got.shape, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
     for g, e in zip(torch.autograd.grad((got * weights).sum(), (theta, x, y, step_size)),
@@ -175,9 +199,9 @@ def test_window_space_without_gradients_keeps_no_tape(monkeypatch):
 
     monkeypatch.setattr(cpu_unroll, "unroll_forward", recording)
     unroll = LinearUnroll(model)
-    with_grad = unroll.unroll(theta, x, y, torch.tensor(0.05, dtype=torch.float64), 9, window_space=True)
+    with_grad = unroll.unroll(theta, x, y, torch.tensor(0.05, dtype=torch.float64), 9, space="window")
     with torch.no_grad():
-        without = unroll.unroll(theta, x, y, torch.tensor(0.05, dtype=torch.float64), 9, window_space=True)
+        without = unroll.unroll(theta, x, y, torch.tensor(0.05, dtype=torch.float64), 9, space="window")
     assert tapes[0] is not None and tapes[0].shape[1] == 9 and tapes[1] is None
     torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=0)
 

@@ -15,6 +15,7 @@ import torch
 
 from ddkernels import cli, data
 from ddkernels.trainers import _checkpoints, _common
+from ddkernels.trainers import ddtime as ddtime_trainer
 from ddkernels.trainers.ddtime import experts, matching
 
 DISTILL_FAST = ["distill", "--seq-len", "48", "--pred-len", "24", "--samples", "3", "--experts", "2",
@@ -170,13 +171,14 @@ def test_distill_interrupted_in_distillation_then_resumed_equals_one_run(tmp_pat
 def test_distill_interrupted_in_the_experts_then_resumed_equals_one_run(tmp_path, capsys, monkeypatch,
                                                                        straight_distill):
     argv = DISTILL_FAST + ["--out", str(tmp_path)]
-    # batch 5: expert 0's first epoch (11 batches an epoch); the unfinished expert is kept
+    # batch 5: expert 0's first epoch (EXPERT_MIN_BATCHES batches an epoch, 3 epochs); the unfinished expert is kept
     resume = _interrupted(capsys, monkeypatch, argv, lambda patch: _signal_at_batch(patch, experts, 5))
     partial = torch.load(tmp_path / "experts" / "expert_000.partial.pt", weights_only=True)
     assert (partial["epoch"], partial["step"]) == (0, 5) and not (tmp_path / "experts" / "expert_000.pt").exists()
-    # batch 30 of the resumed run: expert 1, expert 0 finished on the way
+    # 30 batches into expert 1 in the resumed run, expert 0 finished on the way
+    left_of_expert_0 = 3 * ddtime_trainer.EXPERT_MIN_BATCHES - 5
     resume = _interrupted(capsys, monkeypatch, ["distill", *resume],
-                          lambda patch: _signal_at_batch(patch, experts, 30))
+                          lambda patch: _signal_at_batch(patch, experts, left_of_expert_0 + 30))
     assert (tmp_path / "experts" / "expert_000.pt").exists()
     assert not (tmp_path / "experts" / "expert_000.partial.pt").exists()
     assert cli.main(["distill", *resume]) == 0

@@ -224,8 +224,10 @@ def test_distill_writes_sets_metrics_and_uses_fused_ops(tmp_path, monkeypatch):
             assert math.isfinite(table[method]["level_gain"]) and table[method]["shifted_mse"] > 0
     assert "full" not in metrics["sgd_at_learned_step"]
     assert list(metrics["cross_architecture"]) == ["mlp"]
-    # the initial step size follows the expert segment: 0.1 x ceil(342 / 32) batches x 2 epochs / 3 steps
-    assert metrics["initial_step_size"] == pytest.approx(0.1 * 11 * 2 / 3)
+    # the initial step size follows the expert segment: 0.1 x 128 batches (342 windows, an epoch at least
+    # EXPERT_MIN_BATCHES batches) x 2 epochs / 3 steps
+    assert metrics["epoch_windows"] == {"experts": ddtime_trainer.EXPERT_MIN_BATCHES * 32, "full": 342, "of": 342}
+    assert metrics["initial_step_size"] == pytest.approx(0.1 * ddtime_trainer.EXPERT_MIN_BATCHES * 2 / 3)
     assert set(metrics["learned_step_size"]) == {"base", "ddtime"}
     assert set(metrics["sets"]) == {"real_windows", "random", "base", "ddtime"}
     assert metrics["sets"]["random"]["distance_from_initial"] == 0
@@ -515,6 +517,18 @@ def test_resume_with_other_options_raises(tmp_path, capsys, trainer, change):
     _assert_one_line_error(capsys, lambda: cli.main(args + change + ["--resume"]), "other options")
 
 
+def test_resume_refuses_experts_of_the_older_epoch_rule(tmp_path, capsys):
+    """Experts trained before an epoch had at least EXPERT_MIN_BATCHES batches (their key lacks the floor) are
+    not continued with the new rule's: the resume names the difference."""
+    args = DISTILL_TINY + ["--out", str(tmp_path)]
+    assert cli.main(args) == 0
+    expert = tmp_path / "experts" / "expert_000.pt"
+    saved = torch.load(expert, weights_only=False)
+    del saved["key"]["expert_min_batches"]
+    torch.save(saved, expert)
+    _assert_one_line_error(capsys, lambda: cli.main(args + ["--resume"]), "the fewest batches of an expert epoch")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["distill", "--max-start-epoch", "20", "--expert-epochs", "5"], "--max-start-epoch"),
     (["distill", "--samples", "1"], "--samples"),
@@ -691,12 +705,37 @@ def test_shifted_mse_of_level_equivariant_models_is_the_test_mse():
     assert metrics["shifted_mse"] > metrics["mse"] + 0.1
 
 
+def test_shard_batches_epochs_longer_than_the_split():
+    """An epoch of more windows than the split holds passes over it again: every window drawn as often as any other
+    up to one, the windows a batch draws all real; an epoch of at most the split's windows is the first ``windows``
+    of one shuffle, as before the longer epochs existed."""
+    from ddkernels.trainers._common import shard_batches
+    inputs = torch.arange(7.0).view(7, 1, 1)
+    single = Runtime(0, 1, torch.device("cpu"))
+    drawn = torch.cat([x.flatten() for x, _ in shard_batches(inputs, inputs, 4, single,
+                                                             torch.Generator().manual_seed(3), windows=17)])
+    assert len(drawn) == 17
+    counts = torch.bincount(drawn.long(), minlength=7)
+    assert counts.sum() == 17 and counts.max() - counts.min() <= 1 and counts.min() == 2
+    short = torch.cat([x.flatten() for x, _ in shard_batches(inputs, inputs, 4, single,
+                                                             torch.Generator().manual_seed(3), windows=5)])
+    assert torch.equal(short.long(), torch.randperm(7, generator=torch.Generator().manual_seed(3))[:5])
+
+
 def test_epoch_and_test_budgets():
     config = _distill_config(expert_series=2 ** 19, full_series=2 ** 17, test_series=2 ** 19, batch_size=32)
-    # 7 channels: every window; 321: the series budget, experts at least EXPERT_MIN_WINDOWS
+    # 7 channels: every window; 321 and 862: the series budget, experts at least EXPERT_MIN_BATCHES batches
+    floor = ddtime_trainer.EXPERT_MIN_BATCHES * 32
+    assert ddtime_trainer.expert_min_windows(config) == floor
     assert ddtime_trainer.windows_per_epoch(config, 7, "expert") == 2 ** 19 // 7
-    assert ddtime_trainer.windows_per_epoch(config, 321, "expert") == 2 ** 19 // 321
-    assert ddtime_trainer.windows_per_epoch(config, 862, "expert") == ddtime_trainer.EXPERT_MIN_WINDOWS
+    assert ddtime_trainer.windows_per_epoch(config, 321, "expert") == max(floor, 2 ** 19 // 321)
+    assert ddtime_trainer.windows_per_epoch(config, 862, "expert") == floor
+    # the epoch's windows, once the split is known: the budget's cut, and for the experts at least the floor
+    windows = lambda count, channels: (torch.zeros(count, 4, channels), torch.zeros(count, 2, channels))
+    assert ddtime_trainer.epoch_windows(config, windows(10 * floor, 7), "expert") == 10 * floor
+    assert ddtime_trainer.epoch_windows(config, windows(floor // 3, 7), "expert") == floor
+    assert ddtime_trainer.epoch_windows(config, windows(floor // 3, 7), "full") == floor // 3
+    assert ddtime_trainer.epoch_windows(config, windows(10 * floor, 862), "expert") == floor
     assert ddtime_trainer.windows_per_epoch(config, 321, "full") == 2 ** 17 // 321
     assert ddtime_trainer.windows_per_epoch(dict(config, full_series=None), 321, "full") is None
     dataset = data.load("synthetic:default,channels=321,rows=3000", 48, 24)

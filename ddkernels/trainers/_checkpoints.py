@@ -93,7 +93,8 @@ def _flatten(key, prefix=()):
 
 
 # key entries that are not options, as the messages name them
-KEY_LABELS = {"world_size": "processes (torchrun --nproc_per_node)"}
+KEY_LABELS = {"world_size": "processes (torchrun --nproc_per_node)",
+              "expert_min_batches": "the fewest batches of an expert epoch (a rule of the ddkernels version)"}
 
 
 def key_differences(saved, given, flags):

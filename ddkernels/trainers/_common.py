@@ -113,9 +113,11 @@ def seed_everything(seed):
 
 def shard_batches(inputs, targets, batch_size, runtime, generator, windows=None, skip=0):
     """This process's share of one shuffled epoch, as (x, y) batches on the runtime's device; with ``windows``, the
-    epoch is the first ``windows`` of the shuffle (a random subset of that size). The first ``skip`` batches are
-    left out (an epoch continued from a checkpoint)."""
-    order = torch.randperm(len(inputs), generator=generator)[:windows]
+    epoch is the first ``windows`` of the shuffle (a random subset of that size; more windows than there are take
+    further shuffles after the first, each window then drawn once or twice more than any other at most). The
+    first ``skip`` batches are left out (an epoch continued from a checkpoint)."""
+    passes = 1 if windows is None else -(-windows // len(inputs))
+    order = torch.cat([torch.randperm(len(inputs), generator=generator) for _ in range(passes)])[:windows]
     share = len(order) // runtime.world_size
     if share == 0:
         raise ValueError(f"{len(inputs)} training windows cannot be shared out among {runtime.world_size} processes; "

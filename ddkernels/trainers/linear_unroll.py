@@ -10,12 +10,17 @@ needs no double backward: the outer loss differentiates through these plain ops,
 The features z, mean and std depend only on the set, so they are computed once per iteration, not once a step.
 Leading dimensions of x and theta (several sets at once) broadcast through every op.
 
-On the CPU, when a set has at most as many rows (samples x channels) as features, the steps run in window space
-instead (``_WindowSteps``, csrc/linear_unroll.cpp): the state is the weight's action on the set, linear = z W^T
-[rows, P], so a step costs rows^2 P, not rows 2L P; the C++ kernel runs every step and the reverse sweep in one call
-each, in float64, and W is rebuilt once at the end from the summed gradients (W_K = W_0 - eta (sum_k h_k^T z + ...)).
-Elsewhere (CUDA, or more rows than features, where the parameter-space matmuls are cheaper) the steps are the torch
-ops of ``_step``; both are tested against the autograd unroll.
+The steps run in one of three spaces, all tested against the autograd unroll (``choose_space``):
+- window space, on the CPU for at most 1.5 L rows (samples x channels; ``_WindowSteps``,
+  csrc/linear_unroll.cpp): the state is the weight's action on the set, linear = z W^T [rows, P], so a step costs
+  rows^2 P, not rows 2L P; the C++ kernel runs every step and the reverse sweep in one call each, in float64, and W
+  is rebuilt once at the end from the summed gradients (W_K = W_0 - eta (sum_k h_k^T z + ...));
+- statistics space, for more than 4 L rows (``_statistics_step``): the inner gradient depends on the set only
+  through per-channel sums computed once per iteration, A_c = sum_r std_r^2 z_r z_r^T [2L, 2L], a_c = sum std_r^2
+  z_r, n_c = sum std_r^2, B_c = sum std_r (mean_r - y_r) z_r^T [P, 2L] and o_c = sum std_r (mean_r - y_r), so a step
+  costs about 2 P (2L)^2 + C (2L)^2 + 4 C P 2L whatever the set's size (the parameter space's is 4 rows P 2L);
+- parameter space (``_step``: two matmuls over the set's rows a step) in between, on CUDA up to 4 L rows, and on
+  the CPU where window space would run when the C++ extension is missing.
 """
 import math
 
@@ -29,6 +34,14 @@ from ddkernels.models import DLinear
 # of about sqrt(steps) whose activations are recomputed in the backward pass (torch.utils.checkpoint) instead of
 # kept: memory then grows with the square root of --syn-steps, for about one more forward pass of the steps.
 RECOMPUTE_ABOVE = 2 ** 23
+SPACES = ("window", "statistics", "parameter")  # the spaces the steps can run in (``LinearUnroll.choose_space``)
+# The rows (samples x channels) per input step L up to which the steps run in window space (a step's cost grows as
+# rows^2), and above which in statistics space (a fixed cost, about that of 4L rows in parameter space); measured
+# on one CPU thread, 40 steps forward and backward, 7 channels: L 96 H 96, window 37 ms against parameter 53 at 140
+# rows, 70 against 61 at 189; statistics 100 ms against parameter 94 at 350 rows, 172 at 700; L 96 H 336 window 115
+# against 120 at 140 rows; 1000 samples: statistics 209 ms, parameter 1990.
+WINDOW_ROWS_PER_STEP = 1.5
+STATISTICS_ROWS_PER_STEP = 4
 
 
 class _WindowSteps(torch.autograd.Function):
@@ -156,35 +169,95 @@ class LinearUnroll:
         grad_b = (per_channel * (trend_sum - 1)).sum(-1).unsqueeze(-1)
         return (w - matrix_step * grad_w, b - matrix_step * grad_b, *updated)
 
-    def in_window_space(self, theta, samples):
-        """Whether ``unroll`` runs the steps in window space (see the module's docstring); without the C++
-        extension it warns once and runs them in parameter space."""
-        suited = (theta.device.type == "cpu" and theta.dtype in (torch.float32, torch.float64)
-                  and samples * self.channels <= 2 * self.seq_len)
-        if suited and _backend.cpu_extension() is None:
+    def _set_statistics(self, features, offset):
+        """(A [..., C, 2L, 2L], a [..., C, 2L], n [..., C, 1], B [..., C, P, 2L], o [..., C, P]): the set's sums over
+        its samples, per channel, that a step in statistics space reads (see the module's docstring)."""
+        z, _, std = features
+        std = std.expand(*z.shape[:-1], 1)
+        weighted = z * std
+        return (weighted.transpose(-3, -2).transpose(-1, -2) @ weighted.transpose(-3, -2), (weighted * std).sum(-3),
+                std.square().sum(-3), offset.transpose(-3, -2).transpose(-1, -2) @ weighted.transpose(-3, -2),
+                (offset * std).sum(-3))
+
+    def _statistics_step(self, params, statistics, offset_shape, step_size):
+        """``_step`` from the set's statistics (``_set_statistics``): the same SGD step, its sums over the rows
+        regrouped (per channel c, with u = 1 / (w_c + eps^2) and k = 2 / (samples C P)):
+            sum_r g_r = k (u^2 (w W a + shift n) + u o),   g_r = d MSE / d shifted_r,
+            sum_r w g_r z_r^T = k (w^2 u^2 W A + w u^2 shift a^T + w u B),
+            sum_r g_r . (W z_r) = k (u^2 (w <W^T W, A> + shift . W a) + u <W, B>)."""
+        w, b, weight, seasonal_b, trend_b = params
+        gram, weighted_sum, weight_total, cross, offset_sum = statistics
+        inverse = 1.0 / (w + self.eps * self.eps)  # [..., C, 1]
+        k = 2.0 / (offset_shape[-3] * offset_shape[-2] * offset_shape[-1])
+        trend_sum = weight[..., self.seq_len:].sum(-1).unsqueeze(-2)  # [..., 1, P]
+        shift = b * (trend_sum - 1) + (seasonal_b + trend_b).unsqueeze(-2)  # [..., C, P]
+        projected = weighted_sum @ weight.transpose(-1, -2)  # W a [..., C, P]
+        per_channel = k * (inverse.square() * (w * projected + shift * weight_total) + inverse * offset_sum)
+        grad_bias = per_channel.sum(-2)
+        # the weighted sums over channels as matmuls: [..., 1, C] @ [..., C, (2L)^2] and @ [..., C, P 2L]
+        combined_gram = (k * (w * inverse).square()).transpose(-1, -2) @ gram.flatten(-2)
+        combined_cross = (k * w * inverse).transpose(-1, -2) @ cross.flatten(-2)
+        grad_weight = (weight @ combined_gram.unflatten(-1, gram.shape[-2:]).squeeze(-3)
+                       + (k * w * inverse.square() * shift).transpose(-1, -2) @ weighted_sum
+                       + combined_cross.unflatten(-1, cross.shape[-2:]).squeeze(-3))
+        grad_weight = torch.cat([grad_weight[..., :self.seq_len],
+                                 grad_weight[..., self.seq_len:] + (per_channel * b).sum(-2).unsqueeze(-1)], dim=-1)
+        matrix_step = step_size.unsqueeze(-1)
+        updated = (weight - matrix_step * grad_weight, seasonal_b - step_size * grad_bias,
+                   trend_b - step_size * grad_bias)
+        if not self.revin:
+            return (w, b, *updated)
+        # <W^T W, A_c> and <W, B_c> per channel, as [..., C, (2L)^2] @ [..., (2L)^2, 1] and [..., C, P 2L] @ [..., P 2L, 1]
+        weight_gram = (weight.transpose(-1, -2) @ weight).flatten(-2).unsqueeze(-1)
+        along_linear = k * (inverse.square() * (w * (gram.flatten(-2) @ weight_gram)
+                                                + (shift * projected).sum(-1, keepdim=True))
+                            + inverse * (cross.flatten(-2) @ weight.flatten(-2).unsqueeze(-1)))
+        # sum_r g_r . (linear_r - shifted_r / (w + eps^2)) with shifted_r = w linear_r + shift
+        grad_w = self.eps * self.eps * inverse * along_linear - inverse * (shift * per_channel).sum(-1, keepdim=True)
+        grad_b = (per_channel * (trend_sum - 1)).sum(-1, keepdim=True)
+        return (w - matrix_step * grad_w, b - matrix_step * grad_b, *updated)
+
+    def choose_space(self, theta, samples):
+        """The space ``unroll`` runs the steps in for sets of ``samples`` samples (see the module's docstring):
+        "window", "statistics" or "parameter". Without the C++ extension a CPU set that window space would take
+        warns once and runs in parameter space."""
+        rows = samples * self.channels
+        if rows > STATISTICS_ROWS_PER_STEP * self.seq_len:
+            return "statistics"
+        if (rows > WINDOW_ROWS_PER_STEP * self.seq_len or theta.device.type != "cpu"
+                or theta.dtype not in (torch.float32, torch.float64)):
+            return "parameter"
+        if _backend.cpu_extension() is None:
             _backend.warn_once("linear_unroll", "ddkernels: the C++ extension ddkernels._C failed to import "
                                                 f"({_backend.cpu_extension_error()}); DLinear's unrolled steps run "
                                                 "in parameter space (torch ops)")
-            return False
-        return suited
+            return "parameter"
+        return "window"
 
-    def unroll(self, theta, x, y, step_size, steps, window_space=None):
+    def unroll(self, theta, x, y, step_size, steps, space=None):
         """theta after ``steps`` SGD steps of size ``step_size`` on MSE(DLinear(theta, x), y), differentiable in
         theta, x, y and the step size; x [..., S, L, C], y [..., S, P, C], theta [..., n], step_size a tensor
-        broadcasting against theta[..., :1]. ``window_space`` None: ``in_window_space``'s choice; True or False
-        forces one way (tests, benchmarks)."""
+        broadcasting against theta[..., :1]. ``space`` None: ``choose_space``'s; "window", "statistics" or
+        "parameter" forces one (tests, benchmarks)."""
+        if space not in (None, *SPACES):
+            raise ValueError(f"space must be None or one of {', '.join(SPACES)}, got {space!r}")
         features = self.features(x)
         offset = features[1] - y.transpose(-1, -2)
         params = self.unpack(theta)
         step_size = torch.as_tensor(step_size, dtype=theta.dtype, device=theta.device)
         step_size = step_size.reshape(1) if step_size.dim() == 0 else step_size
-        if window_space is None:
-            window_space = self.in_window_space(theta, x.shape[-3])
-        if window_space:
+        if space is None:
+            space = self.choose_space(theta, x.shape[-3])
+        if space == "window":
             if _backend.cpu_extension() is None:
-                raise _backend.BackendUnavailableError("window_space=True needs the C++ extension, but ddkernels._C "
+                raise _backend.BackendUnavailableError("space='window' needs the C++ extension, but ddkernels._C "
                                                        f"failed to import: {_backend.cpu_extension_error()}")
             return self._unroll_window_space(params, features, offset, step_size, steps)
+        if space == "statistics":
+            statistics = self._set_statistics(features, offset)
+            for _ in range(steps):
+                params = self._statistics_step(params, statistics, offset.shape, step_size)
+            return self.pack(params)
 
         def run(count, *params):
             for _ in range(count):

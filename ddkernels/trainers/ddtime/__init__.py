@@ -57,13 +57,14 @@ from ddkernels.trainers.ddtime.matching import (TIMED_SOLO_ITERATIONS, CapturedI
 from ddkernels.trainers.ddtime.options import (BASES, CUDA_GRAPHS, DEFAULTS, METHODS, OPTIONS, PRESETS, UNROLLS,
                                                add_arguments, captures_iteration, config_key, keywords_from_argv,
                                                resolve_config, unroll_kind)
-from ddkernels.trainers.ddtime.windows import (EXPERT_MIN_WINDOWS, epoch_windows, random_windows, split_set,
-                                               test_windows, validation_windows, windows_per_epoch)
+from ddkernels.trainers.ddtime.windows import (EXPERT_MIN_BATCHES, epoch_windows, expert_min_windows, random_windows,
+                                               split_set, test_windows, validation_windows, windows_per_epoch)
 
-__all__ = ["BASES", "CUDA_GRAPHS", "CapturedIteration", "DEFAULTS", "DistillResult", "EXPERT_MIN_WINDOWS",
+__all__ = ["BASES", "CUDA_GRAPHS", "CapturedIteration", "DEFAULTS", "DistillResult", "EXPERT_MIN_BATCHES",
            "FlatParameters", "LEVEL_SHIFT", "METHODS", "OPTIONS", "PRESETS", "TIMED_SOLO_ITERATIONS",
            "TrajectoryMatching", "UNROLLS", "add_arguments", "build_backbone", "captures_iteration", "config_key",
-           "distill", "distill_sets", "draw_segment", "epoch_windows", "evaluate_methods", "expert_trajectories",
+           "distill", "distill_sets", "draw_segment", "epoch_windows", "evaluate_methods", "expert_min_windows",
+           "expert_trajectories",
            "input_target_jump", "keywords_from_argv", "level_gain", "method_terms", "model_metrics", "random_windows",
            "resolve_config", "run", "segment_step_size", "set_diagnostics", "sharpness_aware_gradient",
            "soft_label_set", "solo_seconds", "split_set", "start_epoch_window", "step_together", "summarize",

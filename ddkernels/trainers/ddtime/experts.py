@@ -13,7 +13,7 @@ from ddkernels.trainers._common import (Runtime, barrier, rng_state, seed_everyt
 from ddkernels.trainers._interrupt import Interrupted, stop_requested
 from ddkernels.trainers.ddtime.backbones import FlatParameters, build_backbone
 from ddkernels.trainers.ddtime.options import EXPERT_OPTIONS, FLAGS, config_key
-from ddkernels.trainers.ddtime.windows import epoch_windows, windows_per_epoch
+from ddkernels.trainers.ddtime.windows import EXPERT_MIN_BATCHES, epoch_windows
 
 
 def segment_step_size(config, train_windows):
@@ -53,7 +53,7 @@ def train_expert(index, config, train, runtime, shape, progress=None, checkpoint
     for epoch in range(first_epoch, config["expert_epochs"]):
         epoch_start = generator.get_state()  # a checkpoint within the epoch draws its shuffle again from here
         for x, y in shard_batches(*train, config["batch_size"], single, generator,
-                                  windows_per_epoch(config, train[0].shape[-1], "expert"), skip=step):
+                                  epoch_windows(config, train, "expert"), skip=step):
             optimizer.zero_grad(set_to_none=True)
             F.mse_loss(model(x), y).backward()
             if config["base"] == "ftd":
@@ -100,8 +100,9 @@ def sharpness_aware_gradient(model, parameters, x, y, rho):
 
 
 def expert_key(config):
-    """The key of the experts' checkpoints."""
-    return config_key(config, EXPERT_OPTIONS)
+    """The key of the experts' checkpoints: their options, and the floor of an epoch's batches (experts trained
+    before it was raised are told apart)."""
+    return config_key(config, EXPERT_OPTIONS, expert_min_batches=EXPERT_MIN_BATCHES)
 
 
 def expert_paths(folder, index):

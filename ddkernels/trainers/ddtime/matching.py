@@ -17,7 +17,7 @@ from ddkernels.trainers._interrupt import Interrupted, raise_if_stopped, stop_re
 from ddkernels.trainers.ddtime.backbones import FlatParameters, build_backbone
 from ddkernels.trainers.ddtime.options import (DISTILL_OPTIONS, FLAGS, TERM_OPTIONS, captures_iteration, config_key,
                                                unroll_kind)
-from ddkernels.trainers.ddtime.windows import split_set
+from ddkernels.trainers.ddtime.windows import EXPERT_MIN_BATCHES, split_set
 from ddkernels.trainers.linear_unroll import LinearUnroll
 
 CHECKPOINT_EVERY = 50  # distillation iterations between checkpoints
@@ -239,8 +239,8 @@ def soft_label_set(initial_set, trajectories, config, device, shape):
 
 
 def distill_key(config, terms):
-    """The key of the distillation checkpoint."""
-    return config_key(config, DISTILL_OPTIONS, terms=terms)
+    """The key of the distillation checkpoint (its experts' floor of batches an epoch included)."""
+    return config_key(config, DISTILL_OPTIONS, terms=terms, expert_min_batches=EXPERT_MIN_BATCHES)
 
 
 def planned_distillation(config, terms, checkpoint):

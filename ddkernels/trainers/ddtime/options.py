@@ -8,7 +8,7 @@ from ddkernels.trainers._options import (DATA, FLAG, NONNEGATIVE_FLOAT, NONNEGAT
                                          POSITIVE_INT, TEXT, UNIT_FLOAT, Option, check_options, choice, flags,
                                          given_options, name_list)
 from ddkernels.trainers._options import add_arguments as add_option_arguments
-from ddkernels.trainers.ddtime.windows import EXPERT_MIN_WINDOWS
+from ddkernels.trainers.ddtime.windows import EXPERT_MIN_BATCHES
 
 METHODS = ("random", "base", "ddtime", "full")
 UNROLLS = ("auto", "closed-form", "autograd")
@@ -94,9 +94,10 @@ OPTIONS = (
     Option("eval_lr", POSITIVE_FLOAT, "Adam rate of the evaluation and full-data models (0.001)"),
     Option("full_epochs", POSITIVE_INT, "epochs of the full-data models (20)"),
     Option("patience", POSITIVE_INT, "full-data early-stopping patience (3)"),
-    Option("expert_series", POSITIVE_INT, "an expert epoch is at most this many windows x channels (but at least "
-           f"{EXPERT_MIN_WINDOWS} windows), drawn at random from all the training windows each epoch; quick: "
-           "524288, every window up to 124 channels at ETTh1's length; long: all"),
+    Option("expert_series", POSITIVE_INT, "an expert epoch is at most this many windows x channels, drawn at random "
+           "from all the training windows each epoch, but always at least "
+           f"{EXPERT_MIN_BATCHES} batches (a smaller training split is passed over more than once); quick: 524288, "
+           "every window up to 124 channels at ETTh1's length; long: all"),
     Option("full_series", POSITIVE_INT, "an epoch of the full-data models is at most this many windows x channels "
            "(at least one batch), drawn at random each epoch; their early stopping watches a quarter as many "
            "evenly spaced validation windows; quick: 131072, every window of ETTh1 and ETTm at stride 2; long: all"),

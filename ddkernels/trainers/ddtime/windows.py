@@ -2,10 +2,14 @@
 test windows, and synthetic sets as [samples, channels, seq_len + pred_len] tensors."""
 import torch
 
-# the fewest windows an expert epoch is cut to by --expert-series (32 batches): with many channels the experts
-# still take enough SGD steps to beat random windows (321 channels, 8 epochs of 408 windows: test MSE 0.207
-# against the random windows' 0.148; of 1633 windows: 0.134)
-EXPERT_MIN_WINDOWS = 1024
+# The fewest SGD steps of an expert epoch, whatever --expert-series or the training split's size: an epoch is the
+# trajectory's unit (the segments matched are --expert-step epochs long, the start epochs below
+# --max-start-epoch), so it must be enough progress wherever the data are. With a split of fewer windows the
+# epoch passes over it more than once. Too few steps leave the experts far from converged over the epochs
+# matched, and the sets below random windows: 24 -> 24 on a random walk of 4000 rows (43 steps an epoch, the
+# experts at epoch 6: test MSE 0.123 against 20 random windows' 0.114) and 96 -> 336 on the default series
+# (37 steps: 0.18 against 0.099); 321 channels cut to 408 windows an epoch: 0.207 against 0.148.
+EXPERT_MIN_BATCHES = 128
 
 
 def random_windows(train, samples, generator):
@@ -19,19 +23,28 @@ def split_set(synthetic, seq_len):
     return synthetic[:, :, :seq_len].transpose(1, 2), synthetic[:, :, seq_len:].transpose(1, 2)
 
 
+def expert_min_windows(config):
+    """The fewest windows of an expert epoch: EXPERT_MIN_BATCHES batches."""
+    return EXPERT_MIN_BATCHES * config["batch_size"]
+
+
 def epoch_windows(config, train, stage):
-    """How many windows an epoch of the ``stage`` ("expert" or "full") trains on."""
+    """How many windows an epoch of the ``stage`` ("expert" or "full") trains on: the budget's cut of the training
+    windows (``windows_per_epoch``), for the experts at least ``expert_min_windows`` (then some windows are drawn
+    twice: the epoch passes over the split more than once)."""
     per_epoch = windows_per_epoch(config, train[0].shape[-1], stage)
-    return len(train[0]) if per_epoch is None else min(per_epoch, len(train[0]))
+    windows = len(train[0]) if per_epoch is None else min(per_epoch, len(train[0]))
+    return max(windows, expert_min_windows(config)) if stage == "expert" else windows
 
 
 def windows_per_epoch(config, channels, stage):
-    """Windows per epoch of the experts (--expert-series / channels, at least EXPERT_MIN_WINDOWS) or the full-data
-    models (--full-series / channels, at least one batch), or None (all)."""
+    """The budget's windows per epoch, before the training split's size is known: --expert-series / channels for
+    the experts (at least ``expert_min_windows``) or --full-series / channels for the full-data models (at least one
+    batch), or None (all)."""
     budget = config[f"{stage}_series"]
     if budget is None:
         return None
-    return max(EXPERT_MIN_WINDOWS if stage == "expert" else config["batch_size"], budget // channels)
+    return max(expert_min_windows(config) if stage == "expert" else config["batch_size"], budget // channels)
 
 
 def validation_windows(dataset, config):
