@@ -10,7 +10,8 @@ random -> full gap) and grid.png (the shares against set size, one panel per hor
         --eval-backbones mlp patchtst itransformer --seeds 0 1 2
     python benchmarks/ddtime_grid.py --out runs/grid --report-only     # tables and plot from the finished cells
 
-Options after ``--`` go to every distill run (e.g. ``-- --lambda 0``).
+Options after ``--`` go to every distill run (e.g. ``-- --lambda 0``). A set of one sample has no pairs for the
+bottleneck: its cells run with ``--lambda 0`` (ddtime is then trajectory matching with the spectral term alone).
 """
 import argparse
 import csv
@@ -62,7 +63,7 @@ def run_cell(args, data, window, samples, base, seed, extra):
     command = [sys.executable, "-m", "ddkernels", "distill", "--preset", args.preset, "--data", data,
                "--seq-len", str(window[0]), "--pred-len", str(window[1]), "--samples", str(samples),
                "--base", base, "--seed", str(seed), "--eval-backbone", ",".join(args.eval_backbones),
-               "--out", str(folder), "--resume", *extra]
+               "--out", str(folder), "--resume", *(["--lambda", "0"] if samples == 1 else []), *extra]
     begin = time.perf_counter()
     with open(folder / "distill.log", "a") as log:
         done = subprocess.run(command, stdout=log, stderr=subprocess.PIPE, text=True)

@@ -72,3 +72,20 @@ def test_cells_that_miss_the_acceptance_are_marked():
                      "full": {0: 0.3, 1: 0.3}})
     line = [l for l in grid.markdown(grid.summarize(passing), []).splitlines() if l.startswith("| d |")][0]
     assert line.endswith("| yes | - |")
+
+
+@pytest.mark.parametrize("samples, lambda_zero", [(1, True), (5, False)])
+def test_one_sample_cells_run_without_the_bottleneck(tmp_path, monkeypatch, samples, lambda_zero):
+    """A set of one sample has no pairs: its cells pass --lambda 0 (the rest of the options as given)."""
+    commands = []
+
+    class Done:
+        returncode, stderr = 0, ""
+
+    monkeypatch.setattr(grid.subprocess, "run", lambda command, **kwargs: commands.append(command) or Done())
+    args = argparse.Namespace(out=str(tmp_path), preset="quick", eval_backbones=["mlp"])
+    status, _, error = grid.run_cell(args, "synthetic:default", (24, 24), samples, "mtt", 0, ["--tau", "0.5"])
+    assert (status, error) == ("ran", "")
+    command = commands[0]
+    assert command[command.index("--samples") + 1] == str(samples) and command[-2:] == ["--tau", "0.5"]
+    assert (command[command.index("--lambda") + 1] == "0") if lambda_zero else "--lambda" not in command

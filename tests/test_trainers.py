@@ -795,3 +795,26 @@ def test_distill_with_one_sample_and_no_bottleneck(tmp_path):
         _finite_metrics(metrics[method])
     dataset, _ = data.load_synthetic_set(tmp_path / "ddtime_set.pt")
     assert len(dataset) == 1
+
+
+def test_large_sets_evaluate_on_the_same_minibatches_in_any_batching(monkeypatch):
+    """A set of more than EVAL_BATCH_SAMPLES samples trains on random minibatches of that many, drawn from --seed
+    alone: the models are the same whether they train in one vmapped batch or in batches of one."""
+    from ddkernels.trainers.ddtime import evaluation
+    monkeypatch.setattr(evaluation, "EVAL_BATCH_SAMPLES", 8)
+    config = {"seq_len": 24, "pred_len": 12, "revin": True, "eval_steps": 6, "eval_lr": 1e-2, "seed": 3}
+    shape = (24, 12, 2)
+    generator = torch.Generator().manual_seed(5)
+    sets = {name: torch.randn(21, 2, 36, generator=generator) for name in ("a", "b")}
+    together = evaluation.train_on_sets("dlinear", sets, config, torch.device("cpu"), shape, [1, 2])
+    monkeypatch.setattr(evaluation, "ENSEMBLE_ROWS", 1)
+    alone = evaluation.train_on_sets("dlinear", sets, config, torch.device("cpu"), shape, [1, 2])
+    full = evaluation.train_on_sets("dlinear", sets, dict(config), torch.device("cpu"), shape, [1])
+    monkeypatch.setattr(evaluation, "EVAL_BATCH_SAMPLES", 256)
+    full_batch = evaluation.train_on_sets("dlinear", sets, config, torch.device("cpu"), shape, [1])
+    for name in sets:
+        for a, b in zip(together[name], alone[name]):
+            for (key, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+                torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=key)
+        first = full[name][0].state_dict()["seasonal.weight"]
+        assert not torch.allclose(first, full_batch[name][0].state_dict()["seasonal.weight"])

@@ -23,6 +23,10 @@ LEVEL_SHIFT = 1.0
 
 # the most forecast rows (samples x channels) of models trained together in one vmapped batch
 ENSEMBLE_ROWS = 2 ** 14
+# The most samples of a set an evaluation step trains on: larger sets train on random minibatches of this many (as
+# MTT's evaluation, batch_train 256), the same ones for every model and method (drawn from --seed alone); smaller
+# sets full batch. A full batch of 1000 samples made the MLP's evaluation 4x slower than the distillation.
+EVAL_BATCH_SAMPLES = 256
 
 
 def train_on_set(backbone, synthetic, config, device, shape, seed, sgd_step_size=None):
@@ -50,13 +54,16 @@ def train_on_set(backbone, synthetic, config, device, shape, seed, sgd_step_size
 
 def train_on_sets(backbone, sets, config, device, shape, seeds, description=None):
     """{method: [model per seed]}: for every set of ``sets`` ({method: set [S, C, seq_len + pred_len]}) and seed, a
-    fresh model (initialised after ``seed_everything(seed)``) trained on the set alone, full batch, --eval-steps
-    Adam steps at --eval-lr. The models train together, up to ENSEMBLE_ROWS forecast rows at a time: their
+    fresh model (initialised after ``seed_everything(seed)``) trained on the set alone, --eval-steps Adam steps at
+    --eval-lr, full batch (minibatches of EVAL_BATCH_SAMPLES for larger sets). The models train together, up to
+    ENSEMBLE_ROWS forecast rows at a time: their
     parameters stacked (``torch.func.stack_module_state``), one vmapped forward, the sum of their MSEs (each model's
     gradient is its own MSE's) and one fused Adam over the stacks (elementwise: each model's own Adam). The same
     models as training each alone, up to rounding, except for dropout, whose masks are drawn for the batch."""
     jobs = [(method, seed) for method in sets for seed in seeds]
-    rows = next(iter(sets.values())).shape[0] * shape[2]
+    samples = next(iter(sets.values())).shape[0]
+    batch_samples = min(samples, EVAL_BATCH_SAMPLES)
+    rows = batch_samples * shape[2]
     per_batch = max(1, ENSEMBLE_ROWS // rows)
     trained = {method: [] for method in sets}
     for begin in range(0, len(jobs), per_batch):
@@ -71,9 +78,16 @@ def train_on_sets(backbone, sets, config, device, shape, seeds, description=None
         template = copy.deepcopy(models[0]).to("meta")
         forward = vmap(lambda p, b, inputs: functional_call(template, (p, b), (inputs,)), randomness="different")
         optimizer = torch.optim.Adam(params.values(), lr=config["eval_lr"], fused=True)
+        # the same minibatches for every batch of models
+        minibatches = torch.Generator().manual_seed(config["seed"] + 41) if batch_samples < samples else None
         steps = range(config["eval_steps"])
         for _ in steps if description is None else Progress(steps, f"{description}: {len(batch)} model(s)"):
-            loss = (forward(params, buffers, x) - y).square().mean(dim=(1, 2, 3)).sum()
+            if minibatches is not None:
+                index = torch.randperm(samples, generator=minibatches)[:batch_samples].to(x.device)
+                x_step, y_step = x[:, index], y[:, index]
+            else:
+                x_step, y_step = x, y
+            loss = (forward(params, buffers, x_step) - y_step).square().mean(dim=(1, 2, 3)).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
