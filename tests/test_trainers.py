@@ -818,3 +818,14 @@ def test_large_sets_evaluate_on_the_same_minibatches_in_any_batching(monkeypatch
                 torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=key)
         first = full[name][0].state_dict()["seasonal.weight"]
         assert not torch.allclose(first, full_batch[name][0].state_dict()["seasonal.weight"])
+
+
+def test_the_set_plot_shows_at_most_plot_samples(tmp_path):
+    """A large set's plot draws its first PLOT_SAMPLES samples, not a panel per sample."""
+    from ddkernels.trainers.ddtime import plots
+    sets = {name: torch.randn(40, 2, 30) for name in ("random", "base")}
+    path = plots._plot(tmp_path / "sets.png", sets, ["a", "b"], 20)
+    assert path is not None and path.exists()
+    from matplotlib.image import imread
+    height, width = imread(path).shape[:2]
+    assert width == pytest.approx(3 * plots.PLOT_SAMPLES * 110, rel=0.05)
