@@ -21,6 +21,7 @@ from ddkernels.trainers.ddtime import experts, matching
 DISTILL_FAST = ["distill", "--seq-len", "48", "--pred-len", "24", "--samples", "3", "--experts", "2",
                 "--expert-epochs", "3", "--expert-step", "2", "--max-start-epoch", "1", "--iterations", "4",
                 "--syn-steps", "3", "--eval-models", "1", "--eval-steps", "5", "--stride", "8", "--full-epochs", "2",
+                "--pair-group", "2",  # the bottleneck over random groups: their orders are resumed too
                 "--device", "cpu"]
 KD_FAST = ["kd", "--seq-len", "48", "--pred-len", "24", "--teacher", "tcn", "--teacher-epochs", "1", "--epochs", "2",
            "--stride", "8", "--d-model", "32", "--device", "cpu"]

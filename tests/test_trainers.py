@@ -1,4 +1,5 @@
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -306,6 +307,59 @@ def test_matching_step_equals_hand_computation():
     assert run.synthetic.grad is not None and run.log_lr.grad is not None and run.log_lr.grad != 0
 
 
+@pytest.mark.parametrize("samples, pair_group, sizes", [
+    (5, 128, ()), (128, 128, ()), (129, 128, (65, 64)), (1000, 128, (125,) * 8), (3, 2, (2, 1)), (7, 3, (3, 2, 2))])
+def test_pair_group_sizes(samples, pair_group, sizes):
+    got = ddtime_trainer.pair_group_sizes(samples, pair_group)
+    assert got == sizes
+    assert not got or (sum(got) == samples and max(got) <= pair_group and max(got) - min(got) <= 1)
+
+
+@pytest.mark.parametrize("samples, pair_group", [(5, 3), (6, 4), (4, 2)])
+def test_grouped_diversity_is_unbiased_over_all_orders(samples, pair_group):
+    """Averaged over every order of the samples, the grouped bottleneck and its gradient are the exact mean over
+    all pairs (float64, an identity: every pair shares a group in the same share of the orders)."""
+    gen = torch.Generator().manual_seed(samples)
+    x = (2 * torch.randn(samples, 3, 11, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    sizes = ddtime_trainer.pair_group_sizes(samples, pair_group)
+    exact = ddkernels.pairwise_skl_diversity(x, tau=0.7)
+    exact_grad = torch.autograd.grad(exact, x)[0]
+    orders = list(itertools.permutations(range(samples)))
+    total = sum(ddtime_trainer.grouped_diversity(x, 0.7, torch.tensor(order), sizes) for order in orders)
+    mean = total / len(orders)
+    mean_grad = torch.autograd.grad(mean, x)[0]
+    mean, exact = mean.detach(), exact.detach()
+    assert torch.isfinite(mean) and torch.isfinite(mean_grad).all()
+    assert float(abs(mean - exact) / exact) < 1e-12
+    assert float((mean_grad - exact_grad).norm() / exact_grad.norm()) < 1e-10
+    one = ddtime_trainer.grouped_diversity(x.detach(), 0.7, torch.tensor(orders[1]), sizes)
+    assert float(abs(one - exact)) > 1e-6  # a single order is an estimate, not the exact mean
+
+
+def test_grouped_bottleneck_in_the_trainer():
+    """A set larger than --pair-group: the bottleneck term is the grouped estimate on the run's order, which
+    draw_pair_orders redraws from the generator; an exact bottleneck draws nothing."""
+    config = _distill_config(syn_steps=1, samples=9, pair_group=4)
+    gen = torch.Generator().manual_seed(8)
+    initial = torch.randn(9, 7, 72, generator=gen)
+    runs = [ddtime_trainer.TrajectoryMatching(config, terms, initial, torch.device("cpu"), (48, 24, 7))
+            for terms in ddtime_trainer.method_terms(config).values()]
+    base, ddtime = runs
+    assert base.pair_order is None and ddtime.pair_group_sizes == (3, 3, 3)
+    draws = torch.Generator().manual_seed(1)
+    ddtime_trainer.draw_pair_orders(runs, draws)
+    assert torch.equal(ddtime.pair_order, torch.randperm(9, generator=torch.Generator().manual_seed(1)))
+    size = sum(p.numel() for p in ddtime.student.model.parameters())
+    theta = torch.randn(size, generator=gen) * 0.1
+    term = ddtime.loss_terms(theta, theta + 0.1)["bottleneck"].detach()
+    groups = initial[ddtime.pair_order].split(3)
+    expected = config["lam"] * sum(ddkernels.pairwise_skl_diversity(group, tau=config["tau"]) for group in groups) / 3
+    assert float(term) == pytest.approx(float(expected), rel=1e-6)
+    state = draws.get_state()
+    ddtime_trainer.draw_pair_orders(runs[:1], draws)
+    assert torch.equal(draws.get_state(), state)
+
+
 @pytest.mark.parametrize("revin", [True, False])
 def test_closed_form_iteration_equals_the_autograd_path(revin):
     """One trainer iteration (float32): the loss and the gradients of the set and the log step size agree."""
@@ -533,6 +587,7 @@ def test_resume_refuses_experts_of_the_older_epoch_rule(tmp_path, capsys):
     (["distill", "--max-start-epoch", "20", "--expert-epochs", "5"], "--max-start-epoch"),
     (["distill", "--samples", "1"], "--samples"),
     (["distill", "--samples", "1000", "--stride", "100"], "--samples"),
+    (["distill", "--pair-group", "1"], "--pair-group"),
     (["kd", "--pred-len", "6"], "--pred-len"),
     (["kd", "--d-model", "2"], "--d-model"),
     (["kd", "--lr-decay", "1.5"], "--lr-decay"),

@@ -52,8 +52,9 @@ from ddkernels.trainers.ddtime.experts import (expert_trajectories, segment_step
                                                train_expert)
 from ddkernels.trainers.ddtime.job import DistillResult, distill, run
 from ddkernels.trainers.ddtime.matching import (TIMED_SOLO_ITERATIONS, CapturedIteration, TrajectoryMatching,
-                                                distill_sets, draw_segment, method_terms, soft_label_set,
-                                                solo_seconds, start_epoch_window, step_together, synchronize)
+                                                distill_sets, draw_pair_orders, draw_segment, grouped_diversity,
+                                                method_terms, pair_group_sizes, soft_label_set, solo_seconds,
+                                                start_epoch_window, step_together, synchronize)
 from ddkernels.trainers.ddtime.options import (BASES, CUDA_GRAPHS, DEFAULTS, METHODS, OPTIONS, PRESETS, UNROLLS,
                                                add_arguments, captures_iteration, config_key, keywords_from_argv,
                                                resolve_config, unroll_kind)
@@ -63,10 +64,10 @@ from ddkernels.trainers.ddtime.windows import (EXPERT_MIN_BATCHES, epoch_windows
 __all__ = ["BASES", "CUDA_GRAPHS", "CapturedIteration", "DEFAULTS", "DistillResult", "EXPERT_MIN_BATCHES",
            "FlatParameters", "LEVEL_SHIFT", "METHODS", "OPTIONS", "PRESETS", "TIMED_SOLO_ITERATIONS",
            "TrajectoryMatching", "UNROLLS", "add_arguments", "build_backbone", "captures_iteration", "config_key",
-           "distill", "distill_sets", "draw_segment", "epoch_windows", "evaluate_methods", "expert_min_windows",
-           "expert_trajectories",
-           "input_target_jump", "keywords_from_argv", "level_gain", "method_terms", "model_metrics", "random_windows",
-           "resolve_config", "run", "segment_step_size", "set_diagnostics", "sharpness_aware_gradient",
+           "distill", "distill_sets", "draw_pair_orders", "draw_segment", "epoch_windows", "evaluate_methods", "expert_min_windows",
+           "expert_trajectories", "grouped_diversity",
+           "input_target_jump", "keywords_from_argv", "level_gain", "method_terms", "model_metrics", "pair_group_sizes",
+           "random_windows", "resolve_config", "run", "segment_step_size", "set_diagnostics", "sharpness_aware_gradient",
            "soft_label_set", "solo_seconds", "split_set", "start_epoch_window", "step_together", "summarize",
            "synchronize", "test_windows", "train_expert", "train_on_set", "unroll_kind", "validation_windows",
            "windows_per_epoch"]

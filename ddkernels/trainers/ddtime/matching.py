@@ -32,16 +32,21 @@ def method_terms(config):
 
 class TrajectoryMatching:
     """One synthetic set being distilled: ``step(theta_start, theta_target)`` runs one iteration.
-    ``terms`` holds DDTime's alpha, lam, spectral_norm and tau (see ``method_terms``)."""
+    ``terms`` holds DDTime's alpha, lam, spectral_norm, tau and pair_group (see ``method_terms``). With the
+    bottleneck on and more samples than pair_group, ``pair_order`` holds the order of the samples whose consecutive
+    groups (``pair_group_sizes``) the bottleneck compares; ``distill_sets`` draws it anew every iteration."""
 
     def __init__(self, config, terms, initial_set, device, shape):
-        self.alpha, self.lam, self.spectral_norm, self.tau = (terms[name] for name in TERM_OPTIONS)
+        self.alpha, self.lam, self.spectral_norm, self.tau, pair_group = (terms[name] for name in TERM_OPTIONS)
         self.config = config
         # eval mode: dropout would make the unrolled steps and the teacher's targets random
         self.student = FlatParameters(build_backbone(config["backbone"], config, shape).to(device).eval())
         self.closed_form = unroll_kind(config) == "closed-form"
         self.linear = LinearUnroll(self.student.model) if self.closed_form else None
         self.synthetic = initial_set.clone().to(device).requires_grad_(True)
+        self.pair_group_sizes = pair_group_sizes(len(initial_set), pair_group) if self.lam else ()
+        # a buffer updated in place, so that a captured iteration reads each iteration's order
+        self.pair_order = torch.arange(len(initial_set), device=device) if self.pair_group_sizes else None
         self.log_lr = torch.tensor(math.log(config["syn_lr"]), device=device, requires_grad=True)
         # FTD evaluates an exponential moving average of the set rather than its last iterate
         self.average = self.synthetic.detach().clone() if config["base"] == "ftd" else None
@@ -91,7 +96,8 @@ class TrajectoryMatching:
             terms["spectral"] = self.alpha * ddkernels.spectral_l1_loss(prediction, teacher_prediction, dim=1,
                                                                         norm=self.spectral_norm)
         if self.lam:
-            terms["bottleneck"] = self.lam * ddkernels.pairwise_skl_diversity(self.synthetic, tau=self.tau)
+            terms["bottleneck"] = self.lam * grouped_diversity(self.synthetic, self.tau, self.pair_order,
+                                                               self.pair_group_sizes)
         return terms
 
     def step(self, theta_start, theta_target):
@@ -140,6 +146,41 @@ class TrajectoryMatching:
             if self.average is not None:
                 self.average.copy_(state["average"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+def pair_group_sizes(samples, pair_group):
+    """The sizes of the bottleneck's groups for a set of ``samples``: () when all fit in one group (the exact mean
+    over all pairs), else ceil(samples / pair_group) groups of near-equal size, at most pair_group each."""
+    if samples <= pair_group:
+        return ()
+    groups = -(-samples // pair_group)
+    return tuple(samples // groups + (g < samples % groups) for g in range(groups))
+
+
+def grouped_diversity(synthetic, tau, order, sizes):
+    """DDTime's bottleneck, the mean over ordered pairs i != j of exp(-D_ij) (``pairwise_skl_diversity``); with
+    ``sizes`` (``pair_group_sizes``), over the pairs within consecutive groups of the samples in ``order`` instead:
+
+        estimate = sum_g m_g (m_g - 1) diversity(group g) / sum_g m_g (m_g - 1)
+
+    For a uniformly random order every pair falls in one group with the same probability, so the estimate and its
+    gradient are unbiased for the exact mean's, at O(S max m_g) work instead of O(S^2)."""
+    if not sizes:
+        return ddkernels.pairwise_skl_diversity(synthetic, tau=tau)
+    groups = torch.split(synthetic.index_select(0, order), sizes)
+    pairs = [size * (size - 1) for size in sizes]
+    return sum(count * ddkernels.pairwise_skl_diversity(group, tau=tau)
+               for count, group in zip(pairs, groups) if count) / sum(pairs)
+
+
+def draw_pair_orders(runs, generator):
+    """A new random order of the samples for the runs with grouped bottlenecks (``pair_order``), drawn from
+    ``generator`` only when some run has one."""
+    grouped = [run for run in runs if run.pair_order is not None]
+    if grouped:
+        order = torch.randperm(len(grouped[0].pair_order), generator=generator)
+        for run in grouped:
+            run.pair_order.copy_(order)
 
 
 def step_together(runs, theta_start, theta_target):
@@ -266,6 +307,7 @@ def distill_sets(config, terms, trajectories, initial_set, device, shape, checkp
     key = distill_key(config, terms)
     seconds, solo = [], None
     generator = torch.Generator().manual_seed(config["seed"] + 17)
+    pair_generator = torch.Generator().manual_seed(config["seed"] + 31)  # the grouped bottleneck's orders
     start_iteration = 0
     if resume and Path(checkpoint).exists():
         saved = read_checkpoint(checkpoint)
@@ -273,6 +315,7 @@ def distill_sets(config, terms, trajectories, initial_set, device, shape, checkp
         for method, run in runs.items():
             run.load_state_dict(saved[method])
         generator.set_state(saved["generator"])
+        pair_generator.set_state(saved["pair_generator"])
         start_iteration, seconds = saved["iteration"], saved["seconds"]
         if isinstance(seconds, dict):  # a checkpoint of the per-method loop: its timings are not comparable
             seconds = []
@@ -281,7 +324,8 @@ def distill_sets(config, terms, trajectories, initial_set, device, shape, checkp
 
     def save(iteration, **more):
         save_atomic({**{method: run.state_dict() for method, run in runs.items()}, "key": key,
-                     "generator": generator.get_state(), "iteration": iteration, "seconds": seconds, **more},
+                     "generator": generator.get_state(), "pair_generator": pair_generator.get_state(),
+                     "iteration": iteration, "seconds": seconds, **more},
                     checkpoint)
         clock.written()
 
@@ -291,6 +335,7 @@ def distill_sets(config, terms, trajectories, initial_set, device, shape, checkp
     iterations = Progress(range(start_iteration, config["iterations"]), f"distill {', '.join(runs)}")
     for iteration in iterations:
         theta_start, theta_target = draw_segment(config, trajectories, iteration, generator, device)
+        draw_pair_orders(runs.values(), pair_generator)
         begin = time.perf_counter()
         losses = iterate(theta_start, theta_target)  # the losses' transfer waits for the device
         seconds.append(time.perf_counter() - begin)
