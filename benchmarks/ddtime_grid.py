@@ -104,6 +104,9 @@ def collect(args):
 
 
 def mean_std(values):
+    """Mean and sample standard deviation; both nan when any value is nan (a cell without a positive gap)."""
+    if any(math.isnan(v) for v in values):
+        return math.nan, math.nan
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
@@ -140,11 +143,12 @@ def share(random, value, full):
 
 def markdown(summary, failed, cost=None):
     """grid.md: a row per cell and architecture. ``meets``: both sets below the random windows on every seed and
-    closing at least 60% of the random -> full gap on the seed means (``NO`` names a cell that fails); ``ddtime
+    closing at least 60% of the random -> full gap on the seed means (``NO`` names a cell that fails); ``gap``:
+    that gap on the seed means, relative to full (a share of a gap within the seed spread is noise); ``ddtime
     cost``: the median over seeds of ddtime's time per iteration against base's (``cost``, from ``costs``)."""
     cost = cost or {}
     lines = ["| data | input | horizon | S | base | architecture | seeds | random | base | ddtime | full | "
-             "ddtime - base | base share | ddtime share | meets | ddtime cost |", "|" + " --- |" * 16]
+             "gap | ddtime - base | base share | ddtime share | meets | ddtime cost |", "|" + " --- |" * 17]
     for key in sorted(summary):
         per = summary[key]
         cells_text = []
@@ -158,7 +162,8 @@ def markdown(summary, failed, cost=None):
         meets = all(all(v < r for v, r in zip(per[m], per["random"]))
                     and share(means["random"], means[m], means["full"]) >= 0.6 for m in ("base", "ddtime"))
         cost_text = f"{statistics.median(cost[key]):+.1%}" if cost.get(key) else "-"
-        lines.append("| " + " | ".join([*map(str, key), str(len(per["base"])), *cells_text,
+        gap = (means["random"] - means["full"]) / means["full"]
+        lines.append("| " + " | ".join([*map(str, key), str(len(per["base"])), *cells_text, f"{gap:+.1%}",
                                         f"{diff[0]:+.4f} +- {diff[1]:.4f}",
                                         *(f"{m:.2f} +- {s:.2f}" for m, s in shares),
                                         "yes" if meets else "NO", cost_text]) + " |")

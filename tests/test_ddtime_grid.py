@@ -46,6 +46,7 @@ def test_summary_aligns_seeds_and_pairs_the_difference():
     table = grid.markdown(summary, [(("d", (96, 96), 5, "mtt", 2), "not run")])
     line = [l for l in table.splitlines() if l.startswith("| d |")][0]
     assert "| 2 | 0.9000 +- 0.1414 |" in line  # two seeds; random's mean and std
+    assert "| +157.1% |" in line  # the gap on the means, (0.9 - 0.35) / 0.35
     assert "+0.0000 +- 0.1414" in line  # ddtime - base per seed: -0.1, +0.1
     assert "0.61 +- 0.15" in line  # base's shares 5/7 and 1/2
     assert "not run" in table
@@ -72,6 +73,14 @@ def test_cells_that_miss_the_acceptance_are_marked():
                      "full": {0: 0.3, 1: 0.3}})
     line = [l for l in grid.markdown(grid.summarize(passing), []).splitlines() if l.startswith("| d |")][0]
     assert line.endswith("| yes | - |")
+
+
+def test_a_cell_without_a_positive_gap_reports_nan_shares_and_fails():
+    # seed 1's random windows beat the full data: its share is undefined, so the cell's shares are nan, not a crash
+    rows = _rows({"random": {0: 1.0, 1: 0.2}, "base": {0: 0.5, 1: 0.25}, "ddtime": {0: 0.5, 1: 0.25},
+                  "full": {0: 0.3, 1: 0.3}})
+    line = [l for l in grid.markdown(grid.summarize(rows), []).splitlines() if l.startswith("| d |")][0]
+    assert "| nan +- nan | nan +- nan | NO |" in line
 
 
 @pytest.mark.parametrize("samples, lambda_zero", [(1, True), (5, False)])
