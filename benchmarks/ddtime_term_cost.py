@@ -1,0 +1,65 @@
+"""What each DDTime term adds to one distillation iteration of one set (``TrajectoryMatching.step``, the quick
+preset's closed-form unroll): base (alpha = lambda = 0), base + the spectral term, base + the bottleneck, and
+ddtime (both), interleaved iteration by iteration in one process; medians, and each against base.
+
+    python benchmarks/ddtime_term_cost.py --data ../shared/data/ETTh1.csv --samples 1000 --threads 1
+    python benchmarks/ddtime_term_cost.py --samples 5 --threads 1 -- --pair-group 1000
+
+Options after ``--`` go to the trainer's configuration (e.g. ``--pair-group``, ``--tau``).
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+from ddkernels import data
+from ddkernels.trainers import ddtime
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=None, help="as ddkernels distill --data (default: the embedded series)")
+    parser.add_argument("--samples", type=int, default=5, help="set size S (default 5)")
+    parser.add_argument("--iterations", type=int, default=20, help="timed iterations of each variant (default 20)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("extra", nargs="*", help="trainer options, after --")
+    args = parser.parse_args(argv)
+    if args.samples < 2:
+        parser.error(f"--samples {args.samples}: the bottleneck needs at least 2 samples")
+    if args.iterations < 1:
+        parser.error(f"--iterations {args.iterations}: at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = ddtime.resolve_config(ddtime.keywords_from_argv(
+        ["--preset", "quick", "--samples", str(args.samples)] + ([] if args.data is None else ["--data", args.data])
+        + args.extra))
+    dataset = data.load(config["data"], config["seq_len"], config["pred_len"], seed=config["seed"])
+    train = dataset.windows("train", stride=config["stride"]).tensors()
+    config["syn_lr"] = ddtime.segment_step_size(config, ddtime.epoch_windows(config, train, "expert"))
+    shape = (config["seq_len"], config["pred_len"], dataset.channels)
+    theta_start = ddtime.FlatParameters(ddtime.build_backbone(config["backbone"], config, shape)).flatten()
+    theta_target = theta_start + 0.01 * torch.randn(theta_start.shape, generator=torch.Generator().manual_seed(0))
+    initial = ddtime.random_windows(train, config["samples"], torch.Generator().manual_seed(config["seed"]))
+    terms = ddtime.method_terms(config)["ddtime"]
+    variants = {"base": dict(terms, alpha=0.0, lam=0.0), "+ spectral": dict(terms, lam=0.0),
+                "+ bottleneck": dict(terms, alpha=0.0), "ddtime": terms}
+    runs = {name: ddtime.TrajectoryMatching(config, variant, initial, "cpu", shape)
+            for name, variant in variants.items()}
+    seconds = {name: [] for name in runs}
+    for iteration in range(args.iterations + 2):
+        for name, run in runs.items():
+            begin = time.perf_counter()
+            run.step(theta_start, theta_target)
+            if iteration >= 2:  # two warm-up iterations
+                seconds[name].append(time.perf_counter() - begin)
+    base = statistics.median(seconds["base"])
+    print(f"{dataset.name}, S = {args.samples}, {config['seq_len']} -> {config['pred_len']}, "
+          f"{torch.get_num_threads()} thread(s), median of {args.iterations}:")
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        print(f"  {name:<13} {median * 1e3:8.2f} ms  {median / base - 1:+7.1%}")
+
+
+if __name__ == "__main__":
+    main()
