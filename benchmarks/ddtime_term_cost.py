@@ -4,8 +4,11 @@ ddtime (both), interleaved iteration by iteration in one process; medians, and e
 
     python benchmarks/ddtime_term_cost.py --data ../shared/data/ETTh1.csv --samples 1000 --threads 1
     python benchmarks/ddtime_term_cost.py --samples 5 --threads 1 -- --pair-group 1000
+    python benchmarks/ddtime_term_cost.py --data ../shared/data/ETTh1.csv --samples 1000 --threads 1 \
+        --group-sizes 1000 128 64 32
 
-Options after ``--`` go to the trainer's configuration (e.g. ``--pair-group``, ``--tau``).
+``--group-sizes``: also the bottleneck alone (forward and backward, the trainer's grouped form) on the initial
+set at each largest group size. Options after ``--`` go to the trainer's configuration (e.g. ``--pair-group``, ``--tau``).
 """
 import argparse
 import statistics
@@ -23,12 +26,16 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=5, help="set size S (default 5)")
     parser.add_argument("--iterations", type=int, default=20, help="timed iterations of each variant (default 20)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--group-sizes", nargs="*", type=int, default=[], metavar="M",
+                        help="also time the bottleneck alone with groups of at most M samples")
     parser.add_argument("extra", nargs="*", help="trainer options, after --")
     args = parser.parse_args(argv)
     if args.samples < 2:
         parser.error(f"--samples {args.samples}: the bottleneck needs at least 2 samples")
     if args.iterations < 1:
         parser.error(f"--iterations {args.iterations}: at least 1")
+    if any(size < 2 for size in args.group_sizes):
+        parser.error(f"--group-sizes {args.group_sizes}: a group needs at least 2 samples")
     if args.threads:
         torch.set_num_threads(args.threads)
     config = ddtime.resolve_config(ddtime.keywords_from_argv(
@@ -59,6 +66,18 @@ def main(argv=None):
     for name, values in seconds.items():
         median = statistics.median(values)
         print(f"  {name:<13} {median * 1e3:8.2f} ms  {median / base - 1:+7.1%}")
+    for pair_group in args.group_sizes:
+        sizes = ddtime.pair_group_sizes(args.samples, pair_group)
+        order = torch.randperm(args.samples, generator=torch.Generator().manual_seed(0))
+        synthetic = initial.clone().requires_grad_(True)
+        times = []
+        for iteration in range(args.iterations + 2):
+            begin = time.perf_counter()
+            ddtime.grouped_diversity(synthetic, config["tau"], order, sizes).backward()
+            if iteration >= 2:
+                times.append(time.perf_counter() - begin)
+        print(f"  bottleneck alone, groups of at most {pair_group}: {len(sizes) or 1} group(s), "
+              f"{statistics.median(times) * 1e3:.2f} ms forward and backward")
 
 
 if __name__ == "__main__":
