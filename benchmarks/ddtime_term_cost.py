@@ -7,7 +7,8 @@ ddtime (both), interleaved iteration by iteration in one process; medians, and e
     python benchmarks/ddtime_term_cost.py --data ../shared/data/ETTh1.csv --samples 1000 --threads 1 \
         --group-sizes 1000 128 64 32
 
-``--group-sizes``: also the bottleneck alone (forward and backward, the trainer's grouped form) on the initial
+``--launcher-pieces M``: also the CPU launcher's pieces (row statistics, the two products, epilogue, gradient
+rows) on the first M samples of the initial set, one group's worth. ``--group-sizes``: also the bottleneck alone (forward and backward, the trainer's grouped form) on the initial
 set at each largest group size. Options after ``--`` go to the trainer's configuration (e.g. ``--pair-group``, ``--tau``).
 """
 import argparse
@@ -28,6 +29,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--group-sizes", nargs="*", type=int, default=[], metavar="M",
                         help="also time the bottleneck alone with groups of at most M samples")
+    parser.add_argument("--launcher-pieces", type=int, default=0, metavar="M",
+                        help="also time the CPU pairwise launcher's pieces on M samples")
     parser.add_argument("extra", nargs="*", help="trainer options, after --")
     args = parser.parse_args(argv)
     if args.samples < 2:
@@ -36,6 +39,8 @@ def main(argv=None):
         parser.error(f"--iterations {args.iterations}: at least 1")
     if any(size < 2 for size in args.group_sizes):
         parser.error(f"--group-sizes {args.group_sizes}: a group needs at least 2 samples")
+    if args.launcher_pieces and not 2 <= args.launcher_pieces <= args.samples:
+        parser.error(f"--launcher-pieces {args.launcher_pieces}: between 2 and --samples ({args.samples})")
     if args.threads:
         torch.set_num_threads(args.threads)
     config = ddtime.resolve_config(ddtime.keywords_from_argv(
@@ -70,14 +75,41 @@ def main(argv=None):
         sizes = ddtime.pair_group_sizes(args.samples, pair_group)
         order = torch.randperm(args.samples, generator=torch.Generator().manual_seed(0))
         synthetic = initial.clone().requires_grad_(True)
-        times = []
-        for iteration in range(args.iterations + 2):
-            begin = time.perf_counter()
-            ddtime.grouped_diversity(synthetic, config["tau"], order, sizes).backward()
-            if iteration >= 2:
-                times.append(time.perf_counter() - begin)
+        milliseconds = median_ms(lambda: ddtime.grouped_diversity(synthetic, config["tau"], order, sizes).backward(),
+                                 args.iterations)
         print(f"  bottleneck alone, groups of at most {pair_group}: {len(sizes) or 1} group(s), "
-              f"{statistics.median(times) * 1e3:.2f} ms forward and backward")
+              f"{milliseconds:.2f} ms forward and backward")
+    if args.launcher_pieces:
+        launcher_pieces(initial[:args.launcher_pieces], config["tau"], args.iterations)
+
+
+def median_ms(function, iterations):
+    times = []
+    for iteration in range(iterations + 2):
+        begin = time.perf_counter()
+        function()
+        if iteration >= 2:
+            times.append(time.perf_counter() - begin)
+    return statistics.median(times) * 1e3
+
+
+def launcher_pieces(samples, tau, iterations):
+    """The CPU pairwise launcher's pieces on ``samples`` [m, ...], forward and backward, in its float32 work arrays."""
+    from ddkernels.cpu import pairwise_skl as launcher
+    m = len(samples)
+    state = launcher._prepare(samples, tau, torch.float32)
+    centred = state[1]
+    (_, _, weights, row_sums), _ = launcher._reduce(state, False, -2.0 / (m * (m - 1)))
+    pieces = {
+        "row statistics": lambda: launcher._prepare(samples, tau, torch.float32),
+        "product rho alpha^T": lambda: torch.mm(centred[:, 0], centred[:, 1].t()),
+        "product + epilogue": lambda: launcher._reduce(state, False, -2.0 / (m * (m - 1))),
+        "product V rows": lambda: torch.mm(weights, centred.view(m, -1)),
+        "gradient (product + rows)": lambda: launcher._gradient(samples, tau, state, weights, row_sums, torch.float32),
+        "whole op": lambda: launcher.pairwise_skl_diversity(samples, tau, True)}
+    print(f"  CPU pairwise launcher on {m} samples:")
+    for name, function in pieces.items():
+        print(f"    {name:<26} {median_ms(function, iterations):.3f} ms")
 
 
 if __name__ == "__main__":
