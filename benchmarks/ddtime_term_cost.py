@@ -5,20 +5,24 @@ ddtime (both), interleaved iteration by iteration in one process; medians, and e
     python benchmarks/ddtime_term_cost.py --data ../shared/data/ETTh1.csv --samples 1000 --threads 1
     python benchmarks/ddtime_term_cost.py --samples 5 --threads 1 -- --pair-group 1000
     python benchmarks/ddtime_term_cost.py --data ../shared/data/ETTh1.csv --samples 1000 --threads 1 \
-        --group-sizes 1000 128 64 32
+        --group-sizes 1000 128 64 32 --launcher-pieces 125
 
-``--launcher-pieces M``: also the CPU launcher's pieces (row statistics, the two products, epilogue, gradient
-rows) on the first M samples of the initial set, one group's worth. ``--group-sizes``: also the bottleneck alone (forward and backward, the trainer's grouped form) on the initial
-set at each largest group size. Options after ``--`` go to the trainer's configuration (e.g. ``--pair-group``, ``--tau``).
+``--group-sizes``: also the bottleneck alone (forward and backward, the trainer's grouped form) on the initial set,
+for each largest group size. ``--launcher-pieces M``: also the CPU pairwise launcher's pieces (row statistics, the
+two products, epilogue, gradient rows) on the first M samples of the initial set, one group's worth. Options after
+``--`` go to the trainer's configuration (e.g. ``--pair-group``, ``--tau``).
 """
 import argparse
 import statistics
-import time
 
 import torch
 
 from ddkernels import data
+from ddkernels.bench.measure import sample_times, time_one
+from ddkernels.cpu import pairwise_skl as launcher
 from ddkernels.trainers import ddtime
+
+CPU = torch.device("cpu")
 
 
 def main(argv=None):
@@ -61,10 +65,9 @@ def main(argv=None):
     seconds = {name: [] for name in runs}
     for iteration in range(args.iterations + 2):
         for name, run in runs.items():
-            begin = time.perf_counter()
-            run.step(theta_start, theta_target)
+            elapsed = time_one(lambda: run.step(theta_start, theta_target), CPU)
             if iteration >= 2:  # two warm-up iterations
-                seconds[name].append(time.perf_counter() - begin)
+                seconds[name].append(elapsed)
     base = statistics.median(seconds["base"])
     print(f"{dataset.name}, S = {args.samples}, {config['seq_len']} -> {config['pred_len']}, "
           f"{torch.get_num_threads()} thread(s), median of {args.iterations}:")
@@ -84,18 +87,12 @@ def main(argv=None):
 
 
 def median_ms(function, iterations):
-    times = []
-    for iteration in range(iterations + 2):
-        begin = time.perf_counter()
-        function()
-        if iteration >= 2:
-            times.append(time.perf_counter() - begin)
-    return statistics.median(times) * 1e3
+    """The median milliseconds of ``iterations`` calls of ``function`` after two warm-up calls."""
+    return statistics.median(sample_times(lambda: function, CPU, 0.0, iterations, 2)) * 1e3
 
 
 def launcher_pieces(samples, tau, iterations):
     """The CPU pairwise launcher's pieces on ``samples`` [m, ...], forward and backward, in its float32 work arrays."""
-    from ddkernels.cpu import pairwise_skl as launcher
     m = len(samples)
     state = launcher._prepare(samples, tau, torch.float32)
     centred = state[1]
